@@ -1,0 +1,43 @@
+# qemu-fmu: every entry point.  `make demo` and `make test` do all set-up
+# on a fresh Debian 12 machine (run as root).
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: all setup qemu firmware fmu test demo bench lint clean
+
+all: fmu
+
+setup: $(STAMP)
+	@scripts/setup-host.sh
+
+$(STAMP): requirements.txt
+	@scripts/setup-host.sh
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+qemu: setup
+	@qemu/build.sh
+
+firmware: setup
+	@$(MAKE) -s -C firmware
+
+fmu: qemu firmware
+	@$(PY) build_fmu.py
+
+test: fmu
+	$(PY) -m pytest
+
+demo: fmu
+	@$(PY) examples/demo.py
+
+bench: qemu firmware
+	@$(PY) benchmarks/sync_cost.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf build dist firmware/build

@@ -1,0 +1,22 @@
+/*
+ * qqq: pace QEMU's virtual clock from an external simulator.
+ *
+ * Copyright (c) 2026 qemu-fmu contributors
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The two entry points vl.c calls; everything else is private to qqq.c.
+ */
+
+#ifndef QQQ_QQQ_H
+#define QQQ_QQQ_H
+
+/* Parse the argument of -qqq; exits with one line on stderr if invalid. */
+void qqq_parse_option(const char *optarg);
+
+/*
+ * Called once the machine exists, before the main loop: checks the
+ * configuration and blocks until the simulator's first advance.
+ */
+void qqq_start(void);
+
+#endif

@@ -1,0 +1,70 @@
+"""Shared fixtures: the built QEMU, guests built from source, command lines."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+QEMU_BIN = REPO / "build" / "qemu" / "bin"
+FIRMWARE = REPO / "firmware"
+
+
+@pytest.fixture(scope="session")
+def guests() -> Path:
+    """Build the guest images from source; return their directory."""
+    subprocess.run(["make", "-s", "-C", str(FIRMWARE)], check=True)
+    return FIRMWARE / "build"
+
+
+def qemu_binary(arch: str) -> Path:
+    path = QEMU_BIN / f"qemu-system-{arch}"
+    if not path.exists():
+        pytest.fail(f"{path} missing: run `make qemu` first")
+    return path
+
+
+def x86_argv(kernel: Path, serial: Path | str, *, shift: int | None = 0,
+             extra: tuple[str, ...] = ()) -> list[str]:
+    """A multiboot guest on `-M pc`, console on COM1 into ``serial``."""
+    timing = (["-icount", f"shift={shift},sleep=off"] if shift is not None
+              else [])
+    return [str(qemu_binary("x86_64")), "-M", "pc", "-nodefaults",
+            "-display", "none", "-net", "none", "-serial", f"file:{serial}",
+            "-kernel", str(kernel), *timing, "-rtc", "clock=vm", *extra]
+
+
+def arm_argv(kernel: Path, serial: Path | str, *, shift: int = 0,
+             extra: tuple[str, ...] = ()) -> list[str]:
+    """A Cortex-M firmware on mps2-an385, UART0 into ``serial``."""
+    return [str(qemu_binary("arm")), "-M", "mps2-an385", "-nodefaults",
+            "-display", "none", "-nic", "none", "-serial", f"file:{serial}",
+            "-kernel", str(kernel), "-icount", f"shift={shift},sleep=off",
+            "-rtc", "clock=vm", *extra]
+
+
+def kvm_usable() -> str | None:
+    """None if /dev/kvm can be opened read-write, else why not."""
+    try:
+        with open("/dev/kvm", "r+b"):
+            return None
+    except OSError as e:
+        return f"/dev/kvm not usable: {e}"
+
+
+@pytest.fixture(scope="session")
+def fmu() -> Path:
+    """The built dist/qemu.fmu (make fmu)."""
+    path = REPO / "dist" / "qemu.fmu"
+    if not path.exists():
+        pytest.fail(f"{path} missing: run `make fmu` first")
+    return path
+
+
+@pytest.fixture(scope="session")
+def unzipped(fmu, tmp_path_factory) -> Path:
+    """The FMU extracted once, as a master would."""
+    from fmpy import extract
+    return Path(extract(str(fmu), str(tmp_path_factory.mktemp("fmu"))))

@@ -1,0 +1,96 @@
+"""Driving qemu.fmu through fmpy's low-level FMI 2.0 API, with its log kept."""
+
+from __future__ import annotations
+
+import os
+from ctypes import byref
+from pathlib import Path
+
+from fmpy import calloc, free, read_model_description
+from fmpy.fmi2 import (
+    FMU2Slave,
+    fmi2CallbackAllocateMemoryTYPE,
+    fmi2CallbackFreeMemoryTYPE,
+    fmi2CallbackFunctions,
+    fmi2CallbackLoggerTYPE,
+)
+from fmpy.logging import addLoggerProxy
+
+
+class Instance:
+    """One instance of the FMU, its variables by name, and its log."""
+
+    def __init__(self, fmu: Path, unzipdir: Path, name: str = "qemu",
+                 **params: object) -> None:
+        md = read_model_description(str(fmu))
+        self.vars = {v.name: v for v in md.modelVariables}
+        self.messages: list[tuple[int, str]] = []
+        self.slave = FMU2Slave(guid=md.guid, unzipDirectory=str(unzipdir),
+                               modelIdentifier=md.coSimulation.modelIdentifier,
+                               instanceName=name)
+        self._callbacks = fmi2CallbackFunctions()
+        self._callbacks.logger = fmi2CallbackLoggerTYPE(self._log)
+        self._callbacks.allocateMemory = fmi2CallbackAllocateMemoryTYPE(calloc)
+        self._callbacks.freeMemory = fmi2CallbackFreeMemoryTYPE(free)
+        addLoggerProxy(byref(self._callbacks))
+        self.slave.instantiate(callbacks=self._callbacks, loggingOn=True)
+        self.params = params
+
+    def _log(self, env, instance, status, category, message) -> None:
+        self.messages.append((status, message.decode(errors="replace")))
+
+    def log_text(self) -> str:
+        return "\n".join(m for _, m in self.messages)
+
+    def start(self, start_time: float = 0.0) -> None:
+        self.slave.setupExperiment(startTime=start_time)
+        self.slave.enterInitializationMode()
+        for name, value in self.params.items():
+            self.set(name, value)
+        self.slave.exitInitializationMode()
+
+    def set(self, name: str, value: object) -> None:
+        vr = [self.vars[name].valueReference]
+        kind = self.vars[name].type
+        if kind == "String":
+            self.slave.setString(vr, [str(value)])
+        elif kind == "Real":
+            self.slave.setReal(vr, [float(value)])
+        elif kind == "Integer":
+            self.slave.setInteger(vr, [int(value)])
+        else:
+            self.slave.setBoolean(vr, [bool(value)])
+
+    def get(self, name: str):
+        vr = [self.vars[name].valueReference]
+        kind = self.vars[name].type
+        getter = {"String": self.slave.getString, "Real": self.slave.getReal,
+                  "Integer": self.slave.getInteger,
+                  "Boolean": self.slave.getBoolean}[kind]
+        value = getter(vr)[0]
+        return value.decode() if isinstance(value, bytes) else value
+
+    def close(self) -> None:
+        self.slave.terminate()
+        self.slave.freeInstance()
+
+
+def qemu_children() -> list[int]:
+    """PIDs of QEMU processes whose parent is this process."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if ppid == me and comm.startswith("qemu-system"):
+            found.append(int(entry))
+    return found
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))

@@ -1,0 +1,121 @@
+"""Every way an FMU call can fail: a clear status, a message, no QEMU left.
+
+None of these tests calls terminate or free after the failure, as fmpy
+does after an error: the FMU itself must have cleaned up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+from fmpy.fmi2 import FMICallException
+
+from fmi_helpers import Instance, qemu_children
+
+STEP = 1e-3
+
+
+def x86(guests, image: str, **more) -> dict:
+    return {"guest_image": str(guests / image), "machine": "pc",
+            "qemu_system": "x86_64", **more}
+
+
+def _assert_step_fails(qemu: Instance, t: float, h: float, message: str,
+                       within: float = 5.0) -> None:
+    start = time.monotonic()
+    with pytest.raises(FMICallException) as failure:
+        qemu.slave.doStep(t, h)
+    assert failure.value.status in (2, 3)  # discard or error
+    assert time.monotonic() - start < within
+    assert re.search(message, qemu.log_text()), qemu.log_text()
+    assert not qemu_children()
+
+
+@pytest.mark.parametrize("h", [0.0, -1e-3, math.nan, math.inf])
+def test_bad_step_size(fmu, unzipped, h):
+    qemu = Instance(fmu, unzipped)
+    qemu.start()
+    qemu.slave.doStep(0.0, STEP)
+    _assert_step_fails(qemu, STEP, h, r"step size .* must be finite and > 0")
+
+
+def test_step_beyond_protocol_range(fmu, unzipped):
+    qemu = Instance(fmu, unzipped)
+    qemu.start()
+    _assert_step_fails(qemu, 0.0, 5000.0, r"exceeds the protocol's limit")
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"guest_image": "/nonexistent/fw.elf"}, r"guest image .* does not exist"),
+    ({"qemu_binary": "/nonexistent/qemu"}, r"QEMU binary .* does not exist"),
+    ({"qemu_binary": "/etc/hostname"}, r"is not executable"),
+    ({"qemu_system": "mips"}, r"ships no qemu-system-mips"),
+    ({"accelerator": "hvf"}, r"accelerator 'hvf' is not one of"),
+    ({"icount_shift": 11}, r"icount_shift 11 is outside"),
+    ({"step_timeout": 0.0}, r"step_timeout .* must be a positive"),
+    ({"extra_args": "-no-such-option"}, r"invalid option"),
+    ({"machine": "no-such-board"}, r"unsupported machine type"),
+])
+def test_bad_parameters_fail_initialization(fmu, unzipped, params, message):
+    qemu = Instance(fmu, unzipped, **params)
+    with pytest.raises(FMICallException):
+        qemu.start()
+    assert re.search(message, qemu.log_text()), qemu.log_text()
+    assert not qemu_children()
+
+
+def test_unreadable_guest_image(fmu, unzipped, tmp_path):
+    if os.geteuid() == 0:
+        # root reads anything; a directory is unreadable as an image to anyone.
+        image = tmp_path
+    else:
+        image = tmp_path / "fw.elf"
+        image.write_bytes(b"x")
+        image.chmod(0)
+    qemu = Instance(fmu, unzipped, guest_image=str(image))
+    with pytest.raises(FMICallException):
+        qemu.start()
+    assert re.search(r"guest image .* (does not exist|is not readable)",
+                     qemu.log_text())
+    assert not qemu_children()
+
+
+def test_qemu_killed_mid_step(fmu, unzipped, guests):
+    qemu = Instance(fmu, unzipped, **x86(guests, "x86-busy.elf"))
+    qemu.start()
+    qemu.slave.doStep(0.0, STEP)
+    victim, = qemu_children()
+    threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
+    _assert_step_fails(qemu, STEP, 1000.0, r"killed by signal 9")
+
+
+def test_guest_power_off(fmu, unzipped, guests):
+    qemu = Instance(fmu, unzipped, **x86(guests, "x86-poweroff.elf"))
+    qemu.start()
+    t = 0.0
+    with pytest.raises(FMICallException):
+        for _ in range(10_000):
+            qemu.slave.doStep(t, 0.01)
+            t += 0.01
+    assert re.search(r"guest powered off", qemu.log_text()), qemu.log_text()
+    assert not qemu_children()
+
+
+def test_step_exceeding_wall_clock_timeout(fmu, unzipped, guests):
+    qemu = Instance(fmu, unzipped, **x86(guests, "x86-busy.elf",
+                                         step_timeout=0.5))
+    qemu.start()
+    _assert_step_fails(qemu, 0.0, 1000.0, r"did not answer within 0.5 s")
+
+
+def test_steps_after_a_failure_keep_failing(fmu, unzipped):
+    qemu = Instance(fmu, unzipped)
+    qemu.start()
+    _assert_step_fails(qemu, 0.0, -1.0, r"must be finite")
+    _assert_step_fails(qemu, 0.0, STEP, r"after a failure")
