@@ -14,12 +14,12 @@ from pythonfmu import (
     Boolean,
     Fmi2Causality,
     Fmi2Slave,
-    Fmi2Status,
     Fmi2Variability,
     Integer,
     Real,
     String,
 )
+from pythonfmu.enums import Fmi2Status
 
 from qemufmu.clock import StepClock
 from qemufmu.config import (

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from fmpy.fmi2 import FMICallException
+from fmpy.fmi1 import FMICallException
 
 from fmi_helpers import Instance, qemu_children
 
@@ -54,7 +54,6 @@ def test_step_beyond_protocol_range(fmu, unzipped):
 @pytest.mark.parametrize("params,message", [
     ({"guest_image": "/nonexistent/fw.elf"}, r"guest image .* does not exist"),
     ({"qemu_binary": "/nonexistent/qemu"}, r"QEMU binary .* does not exist"),
-    ({"qemu_binary": "/etc/hostname"}, r"is not executable"),
     ({"qemu_system": "mips"}, r"ships no qemu-system-mips"),
     ({"accelerator": "hvf"}, r"accelerator 'hvf' is not one of"),
     ({"icount_shift": 11}, r"icount_shift 11 is outside"),
@@ -67,6 +66,17 @@ def test_bad_parameters_fail_initialization(fmu, unzipped, params, message):
     with pytest.raises(FMICallException):
         qemu.start()
     assert re.search(message, qemu.log_text()), qemu.log_text()
+    assert not qemu_children()
+
+
+def test_qemu_binary_that_is_not_executable(fmu, unzipped, tmp_path):
+    binary = tmp_path / "qemu-system-arm"
+    binary.write_bytes(b"\x7fELF")
+    binary.chmod(0o644)
+    qemu = Instance(fmu, unzipped, qemu_binary=str(binary))
+    with pytest.raises(FMICallException):
+        qemu.start()
+    assert re.search(r"QEMU binary .* is not executable", qemu.log_text())
     assert not qemu_children()
 
 
