@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import weakref
 from pathlib import Path
 
 from pythonfmu import (
@@ -65,35 +66,44 @@ class Qemu(Fmi2Slave):
         defaults = QemuConfig()
         for name, (kind, text) in _PARAMETERS.items():
             setattr(self, name, getattr(defaults, name))
-            self.register_variable(kind(
-                name, causality=Fmi2Causality.parameter,
-                variability=Fmi2Variability.fixed, description=text))
+            self._register(kind, name, text, Fmi2Causality.parameter,
+                           Fmi2Variability.fixed)
         self.qemu_time = 0.0
         self.sync_steps = 0
         self.console = ""
         self.console_bytes = 0
-        self.register_variable(Real(
-            "qemu_time", causality=Fmi2Causality.output,
-            variability=Fmi2Variability.continuous,
-            description="QEMU's virtual clock in master time (s)"))
-        self.register_variable(Integer(
-            "sync_steps", causality=Fmi2Causality.output,
-            variability=Fmi2Variability.discrete,
-            description="Number of time advances QEMU has answered"))
-        self.register_variable(String(
-            "console", causality=Fmi2Causality.output,
-            variability=Fmi2Variability.discrete,
-            description="What the guest wrote on its console during the last step"))
-        self.register_variable(Integer(
-            "console_bytes", causality=Fmi2Causality.output,
-            variability=Fmi2Variability.discrete,
-            description="Bytes the guest has written on its console so far"))
+        out = Fmi2Causality.output
+        self._register(Real, "qemu_time", "QEMU's virtual clock in master time (s)",
+                       out, Fmi2Variability.continuous)
+        self._register(Integer, "sync_steps",
+                       "Number of time advances QEMU has answered",
+                       out, Fmi2Variability.discrete)
+        self._register(String, "console",
+                       "What the guest wrote on its console during the last step",
+                       out, Fmi2Variability.discrete)
+        self._register(Integer, "console_bytes",
+                       "Bytes the guest has written on its console so far",
+                       out, Fmi2Variability.discrete)
         self._start_time = 0.0
         self._clock: StepClock | None = None
         self._qemu: QemuProcess | None = None
         self._console: Console | None = None
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._failed = False
+
+    def _register(self, kind, name: str, description: str,
+                  causality: Fmi2Causality, variability: Fmi2Variability) -> None:
+        """Register a variable whose accessors hold only a weak reference.
+
+        pythonfmu's default accessors close over ``self``; that cycle would
+        keep a freed or reset instance, and its QEMU, alive until the next
+        garbage collection.
+        """
+        me = weakref.ref(self)
+        self.register_variable(kind(
+            name, causality=causality, variability=variability,
+            description=description, getter=lambda: getattr(me(), name),
+            setter=lambda value: setattr(me(), name, value)))
 
     # -- life cycle -------------------------------------------------------
 
@@ -177,14 +187,6 @@ class Qemu(Fmi2Slave):
     def terminate(self) -> None:
         self._shutdown()
 
-    def reset(self) -> None:
-        self._shutdown()
-        self._failed = False
-        self.qemu_time = self._start_time
-        self.sync_steps = 0
-        self.console = ""
-        self.console_bytes = 0
-
     def _fail(self, message: str) -> None:
         self.log(message, Fmi2Status.error)
         self._failed = True
@@ -208,4 +210,5 @@ class Qemu(Fmi2Slave):
         self._clock = None
 
     def __del__(self) -> None:
-        self._shutdown(kill=True)
+        # fmi2FreeInstance and fmi2Reset drop the instance without terminate.
+        self._shutdown()
