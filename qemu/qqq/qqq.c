@@ -8,7 +8,9 @@
  * writes a time advance (32-bit big-endian microseconds); QEMU runs the
  * guest exactly that far on QEMU_CLOCK_VIRTUAL, answers with the virtual
  * time that elapsed and waits for the next advance.  The contract is in
- * docs/sync-protocol.md, the design in docs/qqq-internals.md.
+ * docs/sync-protocol.md, the design in docs/qqq-internals.md.  With
+ * version=2 the messages are the frames of docs/protocol-v2.md instead
+ * (qqq-wire.c), which also carry the qqq chardevs' data (qqq-chardev.c).
  *
  * The synchronization point is a QEMU_CLOCK_VIRTUAL timer.  Under icount
  * its callback runs with the BQL held before any instruction past the
@@ -40,21 +42,23 @@
 #include "system/system.h"
 #include "system/tcg.h"
 #include "qqq/qqq.h"
+#include "qqq/qqq-internal.h"
 
 /* Host time between looks at the socket while the guest runs. */
 #define QQQ_WATCH_MS 50
 
 typedef struct QqqState {
-    int fd;
+    QqqWire wire;
+    int64_t unit_ns;        /* what the protocol counts in: 1000 or 1 ns */
     bool kvm;
     QEMUTimer *timer;       /* QEMU_CLOCK_VIRTUAL: the synchronization point */
     QEMUTimer *watch;       /* QEMU_CLOCK_REALTIME: is the simulator there? */
     QEMUBH *kvm_bh;
-    int64_t reported_us;    /* T(k-1): virtual time the last reply ended at */
-    int64_t target_us;      /* T(k-1) + A(k): where the running step ends */
+    int64_t reported_ns;    /* T(k-1): virtual time the last reply ended at */
+    int64_t target_ns;      /* T(k-1) + A(k): where the running step ends */
 } QqqState;
 
-static QqqState qqq = { .fd = -1 };
+static QqqState qqq = { .wire = { .fd = -1, .version = QQQ_BASE_VERSION } };
 
 static QemuOptsList qqq_opts = {
     .name = "qqq",
@@ -64,6 +68,10 @@ static QemuOptsList qqq_opts = {
             .name = "sock",
             .type = QEMU_OPT_NUMBER,
             .help = "descriptor of a connected AF_UNIX stream socket",
+        }, {
+            .name = "version",
+            .type = QEMU_OPT_NUMBER,
+            .help = "1: the base protocol (default), 2: framed extension",
         },
         { /* end of list */ }
     },
@@ -75,7 +83,8 @@ void qqq_parse_option(const char *optarg)
     QemuOpts *opts = qemu_opts_parse(&qqq_opts, optarg, false, &err);
 
     if (!opts) {
-        error_report("%s (-qqq takes sock=FD)", error_get_pretty(err));
+        error_report("%s (-qqq takes sock=FD[,version=1|2])",
+                     error_get_pretty(err));
         exit(1);
     }
     if (!qemu_opt_find(opts, "sock") ||
@@ -84,7 +93,14 @@ void qqq_parse_option(const char *optarg)
                      "simulator's socket");
         exit(1);
     }
-    qqq.fd = qemu_opt_get_number(opts, "sock", 0);
+    qqq.wire.fd = qemu_opt_get_number(opts, "sock", 0);
+    qqq.wire.version = qemu_opt_get_number(opts, "version", QQQ_BASE_VERSION);
+    if (qqq.wire.version != QQQ_BASE_VERSION &&
+        qqq.wire.version != QQQ_FRAMED_VERSION) {
+        error_report("-qqq: version=%d is not 1 (base protocol) or 2 "
+                     "(framed)", qqq.wire.version);
+        exit(1);
+    }
     qemu_opts_del(opts);
 }
 
@@ -123,6 +139,7 @@ static void qqq_check_config(void)
     }
 }
 
+
 static void qqq_check_socket(void)
 {
     struct sockaddr_storage peer;
@@ -131,70 +148,22 @@ static void qqq_check_socket(void)
     socklen_t tlen = sizeof(type);
     g_autofree char *msg = NULL;
 
-    if (getsockopt(qqq.fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0) {
+    if (getsockopt(qqq.wire.fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0) {
         msg = g_strdup_printf("descriptor %d is not a socket (%s); pass one "
-                              "end of a connected socket pair", qqq.fd,
+                              "end of a connected socket pair", qqq.wire.fd,
                               strerror(errno));
     } else if (type != SOCK_STREAM) {
         msg = g_strdup_printf("descriptor %d is not a stream socket; pass "
                               "one end of socketpair(AF_UNIX, SOCK_STREAM)",
-                              qqq.fd);
-    } else if (getpeername(qqq.fd, (struct sockaddr *)&peer, &len) < 0) {
+                              qqq.wire.fd);
+    } else if (getpeername(qqq.wire.fd, (struct sockaddr *)&peer, &len) < 0) {
         msg = g_strdup_printf("socket %d is not connected (%s); pass one end "
-                              "of a connected socket pair", qqq.fd,
+                              "of a connected socket pair", qqq.wire.fd,
                               strerror(errno));
     }
     if (msg) {
         qqq_refuse(msg);
     }
-}
-
-static bool qqq_send(uint32_t us)
-{
-    uint32_t be = cpu_to_be32(us);
-    size_t done = 0;
-
-    while (done < sizeof(be)) {
-        ssize_t n = send(qqq.fd, (char *)&be + done, sizeof(be) - done,
-                         MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return false;
-        }
-        done += n;
-    }
-    return true;
-}
-
-static bool qqq_recv(uint32_t *us)
-{
-    uint32_t be;
-    size_t done = 0;
-
-    while (done < sizeof(be)) {
-        ssize_t n = recv(qqq.fd, (char *)&be + done, sizeof(be) - done, 0);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return false;
-        }
-        done += n;
-    }
-    *us = be32_to_cpu(be);
-    return true;
-}
-
-/* True once the simulator has closed its end (or the socket broke). */
-static bool qqq_peer_gone(void)
-{
-    char c;
-    ssize_t n = recv(qqq.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-                      errno != EINTR);
 }
 
 /*
@@ -205,9 +174,18 @@ static void qqq_detach(void)
 {
     timer_del(qqq.timer);
     timer_del(qqq.watch);
-    close(qqq.fd);
-    qqq.fd = -1;
+    close(qqq.wire.fd);
+    qqq.wire.fd = -1;
     qmp_quit(NULL);
+}
+
+/* Time to the next pending virtual-timer deadline after the step's end. */
+static uint64_t qqq_lookahead(int64_t now_ns)
+{
+    int64_t next = qemu_clock_deadline_ns_all(QEMU_CLOCK_VIRTUAL,
+                                              QEMU_TIMER_ATTR_ALL);
+
+    return next < 0 ? QQQ_NO_DEADLINE : MAX(now_ns + next - qqq.reported_ns, 0);
 }
 
 /*
@@ -216,15 +194,22 @@ static void qqq_detach(void)
  */
 static bool qqq_await_advance(void)
 {
-    uint32_t advance;
+    uint64_t advance;
 
-    do {
-        if (!qqq_recv(&advance) || (advance == 0 && !qqq_send(0))) {
+    for (;;) {
+        if (!qqq_wire_recv_advance(&qqq.wire, &advance)) {
             return false;
         }
-    } while (advance == 0);
-    qqq.target_us = qqq.reported_us + advance;
-    timer_mod(qqq.timer, qqq.target_us * SCALE_US);
+        if (advance) {
+            break;
+        }
+        if (!qqq_wire_send_reply(&qqq.wire, 0,
+                                 qqq_lookahead(qqq.reported_ns))) {
+            return false;
+        }
+    }
+    qqq.target_ns = qqq.reported_ns + MIN(advance, INT64_MAX / 2);
+    timer_mod(qqq.timer, qqq.target_ns);
     return true;
 }
 
@@ -236,19 +221,22 @@ static void qqq_sync(int64_t now_ns)
      * more than 1 us at large shifts; the step has still ended exactly at
      * its target.  Under KVM the host's latency really is guest time.
      */
-    int64_t now_us = qqq.kvm ? MAX(now_ns / SCALE_US, qqq.target_us)
-                             : qqq.target_us;
-    uint32_t elapsed = MIN(now_us - qqq.reported_us, UINT32_MAX);
+    int64_t end_ns = qqq.kvm ? MAX(now_ns, qqq.target_ns) : qqq.target_ns;
+    uint64_t elapsed = QEMU_ALIGN_DOWN(end_ns - qqq.reported_ns, qqq.unit_ns);
 
-    qqq.reported_us += elapsed;
-    if (!qqq_send(elapsed) || !qqq_await_advance()) {
+    if (qqq.wire.version == QQQ_BASE_VERSION) {
+        elapsed = MIN(elapsed, (uint64_t)UINT32_MAX * SCALE_US);
+    }
+    qqq.reported_ns += elapsed;
+    if (!qqq_wire_send_reply(&qqq.wire, elapsed, qqq_lookahead(now_ns)) ||
+        !qqq_await_advance()) {
         qqq_detach();
     }
 }
 
 static void qqq_watch_cb(void *opaque)
 {
-    if (qqq_peer_gone()) {
+    if (qqq_wire_peer_gone(&qqq.wire)) {
         qqq_detach();
     } else {
         timer_mod(qqq.watch,
@@ -282,24 +270,30 @@ static void qqq_kvm_bh(void *opaque)
  */
 static void qqq_vm_state_changed(void *opaque, bool running, RunState state)
 {
-    if (!running && qqq.fd >= 0 &&
+    if (!running && qqq.wire.fd >= 0 &&
         (state == RUN_STATE_SHUTDOWN || state == RUN_STATE_GUEST_PANICKED ||
          state == RUN_STATE_INTERNAL_ERROR)) {
-        shutdown(qqq.fd, SHUT_RDWR);
+        shutdown(qqq.wire.fd, SHUT_RDWR);
     }
 }
 
 void qqq_start(void)
 {
-    if (qqq.fd < 0) {
+    if (qqq_channel_count() && qqq.wire.version != QQQ_FRAMED_VERSION) {
+        error_report("-chardev qqq: data channels need -qqq "
+                     "sock=FD,version=2");
+        exit(1);
+    }
+    if (qqq.wire.fd < 0) {
         return;
     }
     qqq_check_config();
     qqq_check_socket();
-    qemu_set_cloexec(qqq.fd);
-    qemu_socket_set_block(qqq.fd);
+    qemu_set_cloexec(qqq.wire.fd);
+    qemu_socket_set_block(qqq.wire.fd);
 
     qqq.kvm = kvm_enabled();
+    qqq.unit_ns = qqq.wire.version == QQQ_BASE_VERSION ? SCALE_US : 1;
     qqq.timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, qqq_timer_cb, NULL);
     qqq.watch = timer_new_ms(QEMU_CLOCK_REALTIME, qqq_watch_cb, NULL);
     if (qqq.kvm) {
@@ -316,7 +310,11 @@ void qqq_start(void)
         pause_all_vcpus();
         cpu_disable_ticks();
     }
-    qqq.reported_us = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) / SCALE_US;
+    qqq.reported_ns = QEMU_ALIGN_DOWN(qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL),
+                                      qqq.unit_ns);
+    if (qqq.wire.version == QQQ_FRAMED_VERSION) {
+        qqq_wire_hello(&qqq.wire);
+    }
     if (!qqq_await_advance()) {
         exit(0);
     }

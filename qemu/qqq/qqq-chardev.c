@@ -1,0 +1,142 @@
+/*
+ * qqq chardev backend: guest serial data exchanged only at synchronization
+ * points.
+ *
+ * Copyright (c) 2026 qemu-fmu contributors
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * "-chardev qqq,id=NAME" gives any guest UART a data channel over the qqq
+ * socket (protocol version 2).  What the guest transmits is collected and
+ * sent with the reply of the step it was transmitted in.  What the
+ * simulator sends with an advance is handed to the UART at the start of
+ * that step, as fast as the UART model accepts it: the rest waits for the
+ * front end's accept_input call, which the UART makes when the guest reads
+ * its data register.  Host timing never decides when a byte arrives, so a
+ * run under icount is repeatable bit for bit.
+ *
+ * The backend needs no options of its own, so it uses the generic
+ * ChardevCommon parse path and no QAPI schema change.
+ */
+
+#include "qemu/osdep.h"
+#include "chardev/char.h"
+#include "qemu/module.h"
+#include "qom/object.h"
+#include "qqq/qqq-internal.h"
+
+#define TYPE_CHARDEV_QQQ "chardev-qqq"
+
+typedef struct QqqChardev {
+    Chardev parent;
+    GByteArray *in;         /* from the simulator, not yet accepted */
+    size_t in_pos;
+    GByteArray *out;        /* from the guest, since the last reply */
+} QqqChardev;
+
+DECLARE_INSTANCE_CHECKER(QqqChardev, QQQ_CHARDEV, TYPE_CHARDEV_QQQ)
+
+static GPtrArray *qqq_channels;
+
+int qqq_channel_count(void)
+{
+    return qqq_channels ? qqq_channels->len : 0;
+}
+
+const char *qqq_channel_name(int index)
+{
+    Chardev *chr = g_ptr_array_index(qqq_channels, index);
+
+    return chr->label;
+}
+
+static void qqq_chr_push(QqqChardev *q)
+{
+    Chardev *chr = CHARDEV(q);
+
+    while (q->in_pos < q->in->len) {
+        int room = qemu_chr_be_can_write(chr);
+        int n = MIN(room, q->in->len - q->in_pos);
+
+        if (n <= 0) {
+            return;
+        }
+        qemu_chr_be_write(chr, q->in->data + q->in_pos, n);
+        q->in_pos += n;
+    }
+    g_byte_array_set_size(q->in, 0);
+    q->in_pos = 0;
+}
+
+void qqq_channel_input(int index, const uint8_t *data, size_t len)
+{
+    QqqChardev *q = QQQ_CHARDEV(g_ptr_array_index(qqq_channels, index));
+
+    g_byte_array_append(q->in, data, len);
+    qqq_chr_push(q);
+}
+
+GByteArray *qqq_channel_output(int index)
+{
+    return QQQ_CHARDEV(g_ptr_array_index(qqq_channels, index))->out;
+}
+
+static int qqq_chr_write(Chardev *chr, const uint8_t *buf, int len)
+{
+    g_byte_array_append(QQQ_CHARDEV(chr)->out, buf, len);
+    return len;
+}
+
+static void qqq_chr_accept_input(Chardev *chr)
+{
+    qqq_chr_push(QQQ_CHARDEV(chr));
+}
+
+static void qqq_chr_open(Chardev *chr, ChardevBackend *backend,
+                         bool *be_opened, Error **errp)
+{
+    QqqChardev *q = QQQ_CHARDEV(chr);
+
+    q->in = g_byte_array_new();
+    q->out = g_byte_array_new();
+    if (!qqq_channels) {
+        qqq_channels = g_ptr_array_new();
+    }
+    g_ptr_array_add(qqq_channels, chr);
+}
+
+static void qqq_chr_finalize(Object *obj)
+{
+    QqqChardev *q = QQQ_CHARDEV(obj);
+
+    if (qqq_channels) {
+        g_ptr_array_remove(qqq_channels, obj);
+    }
+    if (q->in) {
+        g_byte_array_unref(q->in);
+        g_byte_array_unref(q->out);
+    }
+}
+
+static void qqq_chr_class_init(ObjectClass *oc, void *data)
+{
+    ChardevClass *cc = CHARDEV_CLASS(oc);
+
+    cc->open = qqq_chr_open;
+    cc->chr_write = qqq_chr_write;
+    cc->chr_accept_input = qqq_chr_accept_input;
+}
+
+static const TypeInfo qqq_chr_type_info = {
+    .name = TYPE_CHARDEV_QQQ,
+    .parent = TYPE_CHARDEV,
+    .instance_size = sizeof(QqqChardev),
+    .instance_finalize = qqq_chr_finalize,
+    .class_init = qqq_chr_class_init,
+};
+
+static void qqq_chr_register_types(void)
+{
+    type_register_static(&qqq_chr_type_info);
+}
+
+type_init(qqq_chr_register_types);
