@@ -65,6 +65,7 @@ class Config:
     step_sizes: tuple[int, ...]
     reps: int
     warmup_s: float
+    busy_warmup_s: float
     busy_s: float
     busy_step_us: int
     pin_modes: tuple[bool, ...]
@@ -210,13 +211,15 @@ def x86_argv(qemu: Path, kernel: Path, serial: Path) -> list[str]:
 
 
 @contextmanager
-def x86_guest(cfg: Config, guest: str, tmp: Path) -> Iterator[QemuProcess]:
+def x86_guest(cfg: Config, guest: str, tmp: Path,
+              warmup_s: float) -> Iterator[QemuProcess]:
     """Start QEMU on firmware ``guest`` and warm it up past the BIOS.
 
-    Runs at least ``cfg.warmup_s`` of virtual time in 10 ms steps, and on
+    Runs at least ``warmup_s`` of virtual time in 10 ms steps, and on
     until the guest has printed its banner (its own name, e.g. ``idle``)
-    on the serial port.  QEMU is closed and reaped on the way out; a
-    failure of the synchronization is reported with QEMU's exit status.
+    on the serial port.  QEMU is closed and reaped on the way out and
+    must then exit with status 0; a failure of the synchronization is
+    reported with QEMU's exit status.
     """
     serial = tmp / f"{guest}.serial"
     serial.unlink(missing_ok=True)
@@ -232,18 +235,30 @@ def x86_guest(cfg: Config, guest: str, tmp: Path) -> Iterator[QemuProcess]:
         try:
             with watchdog(cfg.hang_s, kill, f"{guest} warm-up"):
                 warm_up(qemu.channel, serial, banner,
-                        round(cfg.warmup_s * 1e6), guest)
+                        round(warmup_s * 1e6), guest)
             with watchdog(cfg.hang_s, kill, guest):
                 yield qemu
         except SyncError as e:
             raise BenchError(f"{guest}: {e}; {qemu.explain_exit()}") from e
+    status = qemu.popen.returncode   # the protocol: exit 0, promptly, on EOF
+    if status != 0:
+        raise BenchError(f"{guest}: QEMU did not exit with status 0 within 1 s "
+                         f"of our closing the socket (status {status})")
+
+
+def read_serial(serial: Path) -> str:
+    """What the guest wrote on its serial port so far ("" before QEMU made it)."""
+    try:
+        return serial.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def warm_up(channel: SyncChannel, serial: Path, banner: str, min_us: int,
             guest: str) -> None:
     """Advance in 10 ms steps until ``min_us`` passed and ``banner`` appeared."""
     elapsed = 0
-    while elapsed < min_us or banner not in serial.read_text(errors="replace"):
+    while elapsed < min_us or banner not in read_serial(serial):
         if elapsed >= WARMUP_LIMIT_US:
             raise BenchError(
                 f"{guest}: no '{banner}' on the serial port after "
@@ -254,7 +269,7 @@ def warm_up(channel: SyncChannel, serial: Path, banner: str, min_us: int,
 
 def measure_idle(cfg: Config, tmp: Path) -> dict[int, float]:
     """Wall seconds for ``cfg.steps`` steps of each size, on one idle guest."""
-    with x86_guest(cfg, "x86-idle", tmp) as qemu:
+    with x86_guest(cfg, "x86-idle", tmp, cfg.warmup_s) as qemu:
         return {step: time_steps(qemu.channel, step, cfg.steps,
                                  f"x86-idle at {step} us steps")
                 for step in cfg.step_sizes}
@@ -264,11 +279,13 @@ def measure_busy(cfg: Config, tmp: Path) -> tuple[float, float, int]:
     """Busy guest: (stepped seconds, free-run seconds, virtual us each).
 
     Both run the same virtual time on the same warmed-up QEMU: first in
-    ``cfg.busy_step_us`` steps, then in a single advance.
+    ``cfg.busy_step_us`` steps, then in a single advance.  The warm-up is
+    short: the guest prints its banner a few ms in, and every virtual
+    second of a busy guest costs many wall seconds at ``shift=0``.
     """
     count = max(1, round(cfg.busy_s * 1e6) // cfg.busy_step_us)
     total_us = count * cfg.busy_step_us
-    with x86_guest(cfg, "x86-busy", tmp) as qemu:
+    with x86_guest(cfg, "x86-busy", tmp, cfg.busy_warmup_s) as qemu:
         stepped = time_steps(qemu.channel, cfg.busy_step_us, count,
                              f"x86-busy at {cfg.busy_step_us} us steps")
         free = time_steps(qemu.channel, total_us, 1, "x86-busy free run")
@@ -377,8 +394,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    help="repetitions; the median is shown (default 3; "
                         "--quick: 1)")
     p.add_argument("--warmup", type=float, metavar="S",
-                   help="virtual seconds run in 10 ms steps before timing "
-                        "(default 2; --quick: 0.5)")
+                   help="virtual seconds the idle guest runs in 10 ms steps "
+                        "before timing (default 2; --quick: 0.5)")
+    p.add_argument("--busy-warmup", type=float, metavar="S",
+                   help="virtual seconds of busy-guest warm-up (default 0.1; "
+                        "--quick: 0.05)")
     p.add_argument("--busy-seconds", type=float, metavar="S",
                    help="virtual seconds per busy-guest figure (default 2; "
                         "--quick: 0.2)")
@@ -408,11 +428,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         qemu=a.qemu, firmware=a.firmware,
         steps=int(pick(a.steps, 5000, 500)), step_sizes=sizes,
         reps=int(pick(a.reps, 3, 1)), warmup_s=pick(a.warmup, 2.0, 0.5),
+        busy_warmup_s=pick(a.busy_warmup, 0.1, 0.05),
         busy_s=pick(a.busy_seconds, 2.0, 0.2), busy_step_us=a.busy_step,
         pin_modes={"both": (False, True), "unpinned": (False,),
                    "pinned": (True,)}[a.pinning],
         hang_s=a.hang_timeout)
-    if (cfg.steps < 1 or cfg.reps < 1 or cfg.warmup_s < 0 or cfg.busy_s <= 0
+    if (cfg.steps < 1 or cfg.reps < 1 or min(cfg.warmup_s, cfg.busy_warmup_s) < 0
+            or cfg.busy_s <= 0
             or not 1 <= cfg.busy_step_us <= 0xFFFF_FFFF
             or any(not 1 <= s <= 0xFFFF_FFFF for s in sizes)
             or cfg.busy_s * 1e6 > 0xFFFF_FFFF):

@@ -28,11 +28,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def progress(time_: float, recorder) -> bool:
-    """fmpy step callback: a one-line progress bar on stderr."""
+    """fmpy step callback: a one-line progress bar on a terminal's stderr."""
     stop = progress.stop_time
     done = int(30 * time_ / stop)
-    print(f"\r  [{'#' * done}{'.' * (30 - done)}] {time_:6.3f} / {stop:g} s",
-          end="", file=sys.stderr, flush=True)
+    if done != progress.shown and sys.stderr.isatty():
+        progress.shown = done
+        print(f"\r  [{'#' * done}{'.' * (30 - done)}] {time_:6.3f} / {stop:g} s",
+              end="", file=sys.stderr, flush=True)
     return True
 
 
@@ -68,14 +70,15 @@ def main() -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     console = args.out / "console.txt"
-    progress.stop_time = args.stop_time
+    progress.stop_time, progress.shown = args.stop_time, -1
     wall = time.perf_counter()
     result = simulate_fmu(str(args.fmu), stop_time=args.stop_time,
                           output_interval=args.step, step_finished=progress,
                           start_values={"console_file": str(console)},
                           output=["qemu_time", "sync_steps", "console_bytes"])
     wall = time.perf_counter() - wall
-    print(file=sys.stderr)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
     reports = [(float(t), int(n)) for t, n in re.findall(
         r"^\[\s*([\d.]+)\] ticks=(\d+)$", console.read_text(), re.M)]
     png = args.out / "demo.png"

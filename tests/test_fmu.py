@@ -140,3 +140,15 @@ def test_guest_timer_agrees_with_master_time(fmu, tmp_path):
     for stamp, n in stamped:
         guest = int(n) * 1e-3
         assert guest < float(stamp) <= guest + step + 1e-9
+
+
+def test_model_description_validates(fmu):
+    fmpy = Path(sys.executable).parent / "fmpy"
+    proc = subprocess.run([str(fmpy), "validate", str(fmu)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "No problems found" in proc.stdout, proc.stdout
+    from fmpy import read_model_description
+    md = read_model_description(str(fmu))
+    assert md.coSimulation.canHandleVariableCommunicationStepSize
+    units = {v.name: v.unit for v in md.modelVariables}
+    assert units["qemu_time"] == units["step_timeout"] == "s"

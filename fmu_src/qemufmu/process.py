@@ -17,7 +17,7 @@ import tempfile
 import weakref
 from collections.abc import Sequence
 
-from .protocol import SyncChannel
+from .protocol import FramedChannel, SyncChannel
 
 _PR_SET_PDEATHSIG = 1
 
@@ -45,19 +45,24 @@ def _reap(popen: subprocess.Popen, grace: float) -> None:
 class QemuProcess:
     """A running QEMU and the channel that paces it."""
 
-    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
-                 cwd: str | None = None) -> None:
+    channel: SyncChannel | FramedChannel
+
+    def __init__(self, argv: Sequence[str], *, version: int = 1,
+                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         """Start ``argv`` (a QEMU command line without ``-qqq``).
 
-        QEMU's stderr goes to a private temporary file, read back by
-        :meth:`stderr_text` to explain a failure.
+        ``version`` picks the protocol: 1, the base protocol, or 2, the
+        framed extension (call ``channel.hello()`` first).  QEMU's stderr
+        goes to a private temporary file, read back by :meth:`stderr_text`
+        to explain a failure.
         """
-        self.channel, theirs = SyncChannel.pair()
+        kind = {1: SyncChannel, 2: FramedChannel}[version]
+        self.channel, theirs = kind.pair()
         self._stderr = tempfile.TemporaryFile()
         try:
             fd = theirs.fileno()
             self.popen = subprocess.Popen(
-                [*argv, "-qqq", f"sock={fd}"],
+                [*argv, "-qqq", f"sock={fd}" + (",version=2" if version == 2 else "")],
                 pass_fds=(fd,), close_fds=True, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=self._stderr,
                 process_group=0, preexec_fn=_child_setup, env=env, cwd=cwd)
@@ -96,7 +101,9 @@ class QemuProcess:
             code = self.popen.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             return "QEMU stopped answering but is still running"
-        err = self.stderr_text()
+        # Keep QEMU's error, not its unrelated warnings (an unconnected NIC).
+        err = "; ".join(line for line in self.stderr_text().splitlines()
+                        if ": warning: " not in line)
         how = (f"killed by signal {-code}" if code < 0
                else f"exited with status {code}")
         return f"QEMU {how}" + (f": {err}" if err else "")

@@ -1,17 +1,32 @@
-"""The simulator's end of the qqq synchronization socket (base protocol).
+"""The simulator's end of the qqq synchronization socket.
 
-Every message is an unsigned 32-bit big-endian count of microseconds of
-QEMU's virtual clock: we write an advance, QEMU runs that far and writes the
-virtual time that actually elapsed.  See docs/sync-protocol.md.
+Two protocol versions share one socket discipline (``Endpoint``):
+
+- ``SyncChannel``, the base protocol (docs/sync-protocol.md): every message
+  is an unsigned 32-bit big-endian count of microseconds; we write an
+  advance, QEMU runs that far and writes the time that actually elapsed.
+- ``FramedChannel``, version 2 (docs/protocol-v2.md): framed messages with
+  a HELLO exchange, 64-bit nanoseconds, the next pending virtual-timer
+  deadline, and the bytes of QEMU's ``qqq`` data channels.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+from typing import NamedTuple
 
 MAX_ADVANCE_US = 0xFFFF_FFFF
+MAX_ADVANCE_NS = 0xFFFF_FFFF_FFFF_FFFF
+NO_DEADLINE = 0xFFFF_FFFF_FFFF_FFFF
+VERSION = 2
+
+HELLO, ADVANCE, REPLY = 1, 2, 3
 _U32 = struct.Struct(">I")
+_HEADER = struct.Struct(">II")
+_ADVANCE = struct.Struct(">QI")
+_REPLY = struct.Struct(">QQI")
+_BLOCK = struct.Struct(">II")
 
 
 class SyncError(RuntimeError):
@@ -23,10 +38,14 @@ class QemuGone(SyncError):
 
 
 class StepTimeout(SyncError):
-    """QEMU did not answer an advance within the wall-clock limit."""
+    """QEMU did not answer within the wall-clock limit."""
 
 
-class SyncChannel:
+class ProtocolError(SyncError):
+    """QEMU sent something the protocol does not allow."""
+
+
+class Endpoint:
     """Our end of the socket pair QEMU is paced through."""
 
     def __init__(self, sock: socket.socket) -> None:
@@ -34,8 +53,8 @@ class SyncChannel:
         self._timeout: float | None = None
 
     @classmethod
-    def pair(cls) -> tuple[SyncChannel, socket.socket]:
-        """Return our channel and the socket end to hand to QEMU."""
+    def pair(cls) -> tuple[Endpoint, socket.socket]:
+        """Return our endpoint and the socket end to hand to QEMU."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.set_inheritable(False)
         return cls(ours), theirs
@@ -43,26 +62,20 @@ class SyncChannel:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def send_advance(self, us: int) -> None:
-        """Ask QEMU to run ``us`` microseconds of virtual time."""
-        if not 0 <= us <= MAX_ADVANCE_US:
-            raise ValueError(
-                f"advance of {us} us is outside the protocol's range "
-                f"0..{MAX_ADVANCE_US} us")
+    def _send(self, data: bytes) -> None:
         try:
-            self._sock.sendall(_U32.pack(us))
+            self._sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError) as e:
             raise QemuGone("QEMU closed the synchronization socket") from e
 
-    def recv_elapsed(self, timeout: float | None = None) -> int:
-        """Wait for QEMU's reply: the virtual microseconds that elapsed."""
+    def _recv(self, size: int, timeout: float | None) -> bytes:
         if timeout != self._timeout:  # a syscall: keep it off the hot path
             self._sock.settimeout(timeout)
             self._timeout = timeout
         buf = b""
         try:
-            while len(buf) < _U32.size:
-                chunk = self._sock.recv(_U32.size - len(buf))
+            while len(buf) < size:
+                chunk = self._sock.recv(size - len(buf))
                 if not chunk:
                     raise QemuGone("QEMU closed the synchronization socket")
                 buf += chunk
@@ -72,13 +85,101 @@ class SyncChannel:
             ) from e
         except ConnectionResetError as e:
             raise QemuGone("QEMU reset the synchronization socket") from e
-        return _U32.unpack(buf)[0]
+        return buf
+
+    def close(self) -> None:
+        """Close our end; QEMU sees end-of-file and exits with status 0."""
+        self._sock.close()
+
+
+class SyncChannel(Endpoint):
+    """The base protocol: 32-bit microsecond advances and replies."""
+
+    version = 1
+
+    def send_advance(self, us: int) -> None:
+        """Ask QEMU to run ``us`` microseconds of virtual time."""
+        if not 0 <= us <= MAX_ADVANCE_US:
+            raise ValueError(
+                f"advance of {us} us is outside the protocol's range "
+                f"0..{MAX_ADVANCE_US} us")
+        self._send(_U32.pack(us))
+
+    def recv_elapsed(self, timeout: float | None = None) -> int:
+        """Wait for QEMU's reply: the virtual microseconds that elapsed."""
+        return _U32.unpack(self._recv(_U32.size, timeout))[0]
 
     def advance(self, us: int, timeout: float | None = None) -> int:
         """One synchronization step: send ``us``, return the elapsed time."""
         self.send_advance(us)
         return self.recv_elapsed(timeout)
 
-    def close(self) -> None:
-        """Close our end; QEMU sees end-of-file and exits with status 0."""
-        self._sock.close()
+
+class Reply(NamedTuple):
+    """QEMU's answer to one version 2 advance."""
+
+    elapsed_ns: int
+    #: virtual ns from the end of this step to the next pending timer
+    #: deadline, or None when no timer is pending
+    lookahead_ns: int | None
+    #: bytes each data channel's guest device sent during the step
+    outputs: dict[int, bytes]
+
+
+class FramedChannel(Endpoint):
+    """Version 2: frames, nanoseconds, lookahead and data channels."""
+
+    version = 2
+    channels: list[str]
+
+    def hello(self, timeout: float | None = None) -> list[str]:
+        """Exchange HELLO frames; return QEMU's data channel names, in order."""
+        payload = self._recv_frame(HELLO, timeout)
+        if len(payload) < 8:
+            raise ProtocolError("HELLO from QEMU is too short")
+        version, count = struct.unpack_from(">II", payload)
+        if version != VERSION:
+            raise ProtocolError(f"QEMU speaks protocol version {version}, "
+                                f"we speak {VERSION}")
+        names, pos = [], 8
+        for _ in range(count):
+            (size,) = struct.unpack_from(">H", payload, pos)
+            names.append(payload[pos + 2:pos + 2 + size].decode())
+            pos += 2 + size
+        self._send(_HEADER.pack(HELLO, 4) + _U32.pack(VERSION))
+        self.channels = names
+        return names
+
+    def send_advance(self, ns: int, inputs: dict[int, bytes] | None = None) -> None:
+        """Ask QEMU to run ``ns`` nanoseconds; ``inputs`` reach the guest first."""
+        if not 0 <= ns <= MAX_ADVANCE_NS:
+            raise ValueError(f"advance of {ns} ns is outside 0..2^64-1")
+        blocks = [_BLOCK.pack(ch, len(data)) + data
+                  for ch, data in (inputs or {}).items() if data]
+        payload = _ADVANCE.pack(ns, len(blocks)) + b"".join(blocks)
+        self._send(_HEADER.pack(ADVANCE, len(payload)) + payload)
+
+    def recv_reply(self, timeout: float | None = None) -> Reply:
+        payload = self._recv_frame(REPLY, timeout)
+        if len(payload) < _REPLY.size:
+            raise ProtocolError("REPLY from QEMU is too short")
+        elapsed, lookahead, count = _REPLY.unpack_from(payload)
+        outputs, pos = {}, _REPLY.size
+        for _ in range(count):
+            channel, size = _BLOCK.unpack_from(payload, pos)
+            outputs[channel] = payload[pos + 8:pos + 8 + size]
+            pos += 8 + size
+        return Reply(elapsed, None if lookahead == NO_DEADLINE else lookahead,
+                     outputs)
+
+    def advance(self, ns: int, inputs: dict[int, bytes] | None = None,
+                timeout: float | None = None) -> Reply:
+        """One synchronization step."""
+        self.send_advance(ns, inputs)
+        return self.recv_reply(timeout)
+
+    def _recv_frame(self, want: int, timeout: float | None) -> bytes:
+        kind, size = _HEADER.unpack(self._recv(_HEADER.size, timeout))
+        if kind != want:
+            raise ProtocolError(f"expected frame type {want} from QEMU, got {kind}")
+        return self._recv(size, timeout) if size else b""

@@ -1,0 +1,272 @@
+"""Protocol version 2: handshake, nanoseconds, lookahead, data channels, bad frames.
+
+Driven over a real socket pair against the built QEMU and guests from
+firmware/, like the base-protocol tests.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import struct
+import subprocess
+
+import pytest
+
+from conftest import arm_argv, x86_argv
+from qemufmu.process import QemuProcess
+from qemufmu.protocol import ADVANCE, HELLO, REPLY
+
+MS = 1_000_000  # ns
+
+
+def channel_args(*names: str, serial: str | None = None) -> tuple[str, ...]:
+    """-chardev qqq for each name; the first one becomes serial port 0."""
+    args: list[str] = []
+    for name in names:
+        args += ["-chardev", f"qqq,id={name}"]
+    if names:
+        args += ["-serial", f"chardev:{serial or names[0]}"]
+    return tuple(args)
+
+
+def arm_v2(guests, image: str, *names: str) -> list[str]:
+    argv = arm_argv(guests / image, "/dev/null", extra=channel_args(*names))
+    i = argv.index("-serial")  # the chardev replaces the file console
+    del argv[i:i + 2]
+    return argv
+
+
+def start(argv: list[str]) -> QemuProcess:
+    qemu = QemuProcess(argv, version=2)
+    qemu.channel.hello(timeout=30)
+    return qemu
+
+
+def test_hello_names_the_channels_in_order(guests):
+    argv = arm_v2(guests, "arm-ticks.elf", "uart0", "aux", "third")
+    with start(argv) as qemu:
+        assert qemu.channel.channels == ["uart0", "aux", "third"]
+        assert qemu.channel.advance(MS).elapsed_ns == MS
+
+
+def test_nanosecond_advances_are_exact_and_uncapped(guests, tmp_path):
+    rng = random.Random(64)
+    steps = [1, 7, 999, 1001, *(rng.randrange(1, 50 * MS) for _ in range(2000)),
+             5000 * 1000 * MS]  # 5000 s: past the base protocol's 71 minutes
+    with QemuProcess(x86_argv(guests / "x86-idle.elf", tmp_path / "s"),
+                     version=2) as qemu:
+        assert qemu.channel.hello(timeout=30) == []
+        for ns in steps:
+            assert qemu.channel.advance(ns, timeout=60).elapsed_ns == ns
+
+
+def test_lookahead_is_the_guests_next_timer(guests):
+    """The 1 kHz SysTick guest next needs time at its next tick."""
+    rng = random.Random(3)
+    with start(arm_v2(guests, "arm-ticks.elf", "console")) as qemu:
+        now = 3 * MS + 250_000
+        first = qemu.channel.advance(now).lookahead_ns
+        assert 0 < first <= MS
+        phase = (now + first) % MS  # when in each millisecond SysTick fires
+        for _ in range(300):
+            step = rng.randrange(1, 3 * MS)
+            reply = qemu.channel.advance(step)
+            now += step
+            assert reply.lookahead_ns == (phase - now) % MS or MS
+        # Jumping straight to the deadline finds the guest's next tick there.
+        before = qemu.channel.advance(reply.lookahead_ns - 1)
+        at = qemu.channel.advance(1 + 20_000)
+        assert b"ticks=" not in before.outputs.get(0, b"")
+        assert b"ticks=" in at.outputs[0]
+
+
+def test_console_bytes_arrive_with_the_step_that_sent_them(guests):
+    """ticks=N is printed just after N ms: in the reply of the step covering it."""
+    with start(arm_v2(guests, "arm-ticks.elf", "console")) as qemu:
+        boot = qemu.channel.advance(MS).outputs
+        assert boot == {0: b"boot\n"}
+        for k in range(2, 200):
+            out = qemu.channel.advance(MS).outputs
+            assert out == {0: f"ticks={k - 1}\n".encode()}, f"step {k}"
+        # Steps of 0.25 ms: the line comes in the first quarter after the tick.
+        for q in range(4 * 50):
+            out = qemu.channel.advance(MS // 4).outputs
+            expect = {0: f"ticks={199 + q // 4}\n".encode()} if q % 4 == 0 else {}
+            assert out == expect, f"quarter {q}"
+
+
+def echo_lines(data: bytes) -> list[tuple[int, int]]:
+    """(byte, guest time in us) for each `rx XX T` line of the echo guest."""
+    return [(int(b, 16), int(t)) for b, t in
+            re.findall(rb"^rx ([0-9a-f]{2}) (\d+)$", data, re.M)]
+
+
+@pytest.fixture
+def echo(guests):
+    image = guests / "arm-echo.elf"
+    if not image.exists():
+        pytest.fail(f"{image} missing: make -C firmware")
+    qemu = start(arm_v2(guests, "arm-echo.elf", "uart"))
+    assert qemu.channel.advance(MS).outputs == {0: b"echo\n"}
+    yield qemu
+    qemu.close()
+
+
+def test_input_reaches_the_guest_at_the_start_of_its_step(echo):
+    t_us, received = 1000, []
+    for k in range(50):
+        step_us = 100 + 37 * k
+        data = bytes([k]) if k % 3 == 0 else b""
+        reply = echo.channel.advance(step_us * 1000, {0: data} if data else None)
+        lines = echo_lines(reply.outputs.get(0, b""))
+        if data:
+            (byte, seen_us), = lines
+            assert byte == k
+            # Not before the step that carried it began, and at its start.
+            assert t_us <= seen_us < t_us + 50
+            received.append(byte)
+        else:
+            assert lines == []
+        t_us += step_us
+    assert received == list(range(0, 50, 3))
+
+
+def test_a_burst_beyond_the_uart_buffer_arrives_complete_and_in_order(echo):
+    burst = bytes(random.Random(5).randrange(256) for _ in range(3000))
+    got = echo_lines(echo.channel.advance(MS, {0: burst}).outputs.get(0, b""))
+    for _ in range(200):
+        if len(got) == len(burst):
+            break
+        got += echo_lines(echo.channel.advance(MS).outputs.get(0, b""))
+    assert bytes(b for b, _ in got) == burst
+    times = [t for _, t in got]
+    assert times == sorted(times)
+
+
+def test_zero_advance_delivers_input_without_running_the_guest(echo):
+    reply = echo.channel.advance(0, {0: b"Z"})
+    assert reply.elapsed_ns == 0 and reply.outputs == {}
+    (byte, _), = echo_lines(echo.channel.advance(MS).outputs[0])
+    assert byte == ord("Z")
+
+
+def test_same_inputs_give_byte_identical_outputs(guests):
+    def run() -> list[tuple]:
+        rng = random.Random(99)
+        with start(arm_v2(guests, "arm-echo.elf", "uart")) as qemu:
+            replies = []
+            for _ in range(300):
+                data = bytes(rng.randrange(256) for _ in range(rng.randrange(4)))
+                reply = qemu.channel.advance(rng.randrange(1, 2 * MS),
+                                             {0: data})
+                replies.append(tuple(reply))
+            return replies
+
+    assert run() == run()
+
+
+# -- refusals and malformed frames ------------------------------------------
+
+def errors(stderr: str) -> str:
+    """QEMU's stderr without its unrelated warnings (mps2's unconnected NIC)."""
+    return "\n".join(line for line in stderr.strip().splitlines()
+                     if ": warning: " not in line)
+
+
+def _raw_qemu(argv: list[str]) -> tuple[subprocess.Popen, socket.socket]:
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen(
+        [*argv, "-qqq", f"sock={theirs.fileno()},version=2"],
+        pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    theirs.close()
+    ours.settimeout(30)
+    return proc, ours
+
+
+def _frame(kind: int, payload: bytes) -> bytes:
+    return struct.pack(">II", kind, len(payload)) + payload
+
+
+def _advance(ns: int, *blocks: tuple[int, bytes]) -> bytes:
+    body = b"".join(struct.pack(">II", ch, len(d)) + d for ch, d in blocks)
+    return _frame(ADVANCE, struct.pack(">QI", ns, len(blocks)) + body)
+
+
+def _hello_ok(sock: socket.socket) -> None:
+    header = sock.recv(8)
+    kind, size = struct.unpack(">II", header)
+    assert kind == HELLO
+    while size:
+        size -= len(sock.recv(size))
+    sock.sendall(_frame(HELLO, struct.pack(">I", 2)))
+
+
+GOOD = _advance(MS)
+CASES = {
+    "hello-version-3": (None, _frame(HELLO, struct.pack(">I", 3)),
+                        "simulator speaks protocol version 3"),
+    "advance-before-hello": (None, GOOD, "expected a HELLO frame"),
+    "wrong-type": (GOOD, _frame(REPLY, bytes(20)), "expected a ADVANCE frame"),
+    "unknown-type": (GOOD, _frame(77, b""), "got type 77"),
+    "oversized": (GOOD, struct.pack(">II", ADVANCE, 0xFFFF_FFFF),
+                  "exceeds the limit"),
+    "short-advance": (GOOD, _frame(ADVANCE, bytes(4)), "shorter than 12"),
+    "unknown-channel": (GOOD, _advance(MS, (5, b"x")), "names channel 5"),
+    "block-past-end": (GOOD, _frame(ADVANCE, struct.pack(">QIII", MS, 1, 0, 99)
+                                    + b"abc"), "claims 99 bytes"),
+    "missing-block": (GOOD, _frame(ADVANCE, struct.pack(">QI", MS, 2)
+                                   + struct.pack(">II", 0, 1) + b"a"),
+                      "runs past the payload"),
+    "stray-bytes": (GOOD, _frame(ADVANCE, struct.pack(">QI", MS, 0) + b"xy"),
+                    "2 stray bytes"),
+    "truncated-header": (GOOD, struct.pack(">I", ADVANCE)[:3], "truncated"),
+    "truncated-payload": (GOOD, _advance(MS)[:14], "truncated"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_malformed_frames_end_qemu_with_one_line(guests, case):
+    before, bad, expect = CASES[case]
+    proc, sock = _raw_qemu(arm_v2(guests, "arm-ticks.elf", "console"))
+    try:
+        if case.startswith("hello") or case == "advance-before-hello":
+            sock.recv(4096)  # QEMU's HELLO
+            sock.sendall(bad)
+        else:
+            _hello_ok(sock)
+            sock.sendall(before)
+            sock.recv(4096)
+            sock.sendall(bad)
+            if case.startswith("truncated"):
+                sock.shutdown(socket.SHUT_WR)
+        code = proc.wait(timeout=10)
+        err = errors(proc.stderr.read())
+    finally:
+        proc.kill()
+        proc.wait()
+        sock.close()
+    assert code == 1
+    assert expect in err
+    assert "\n" not in err
+
+
+@pytest.mark.parametrize("qqq_option,expect", [
+    ("sock={fd}", "data channels need -qqq sock=FD,version=2"),
+    ("sock={fd},version=3", "version=3 is not 1"),
+    (None, "data channels need -qqq sock=FD,version=2"),
+])
+def test_channel_and_version_refusals(guests, qqq_option, expect):
+    ours, theirs = socket.socketpair()
+    argv = arm_v2(guests, "arm-ticks.elf", "console")
+    if qqq_option:
+        argv += ["-qqq", qqq_option.format(fd=theirs.fileno())]
+    with ours, theirs:
+        proc = subprocess.run(argv, pass_fds=(theirs.fileno(),), timeout=30,
+                              capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1
+    assert expect in errors(proc.stderr)
+    assert "\n" not in errors(proc.stderr)
