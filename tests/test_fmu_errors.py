@@ -48,7 +48,7 @@ def test_bad_step_size(fmu, unzipped, h):
 def test_step_beyond_protocol_range(fmu, unzipped):
     qemu = Instance(fmu, unzipped)
     qemu.start()
-    _assert_step_fails(qemu, 0.0, 5000.0, r"exceeds the protocol's limit")
+    _assert_step_fails(qemu, 0.0, 1e12, r"exceeds the protocol.s limit")
 
 
 @pytest.mark.parametrize("params,message", [

@@ -2,7 +2,7 @@
 
 Advances are computed from absolute time, never by summing step sizes, so
 rounding never accumulates: after any sequence of steps QEMU's virtual time
-is the master's elapsed time rounded to the microsecond.  When QEMU reports
+is the master's elapsed time rounded to the nanosecond.  When QEMU reports
 more time than asked (KVM), the surplus is absorbed by later steps.
 """
 
@@ -14,20 +14,24 @@ class StepClock:
 
     def __init__(self, start_time: float) -> None:
         self.start_time = start_time
-        self.qemu_us = 0
+        self.qemu_ns = 0
 
     def advance_for(self, end_time: float) -> int:
-        """The advance that brings QEMU to master time ``end_time``.
+        """The advance (ns) that brings QEMU to master time ``end_time``.
 
         Zero when QEMU is already there or ahead (it then sits this step out).
         """
-        target_us = round((end_time - self.start_time) * 1e6)
-        return max(0, target_us - self.qemu_us)
+        target_ns = round((end_time - self.start_time) * 1e9)
+        return max(0, target_ns - self.qemu_ns)
 
-    def record(self, elapsed_us: int) -> None:
-        self.qemu_us += elapsed_us
+    def record(self, elapsed_ns: int) -> None:
+        self.qemu_ns += elapsed_ns
+
+    def to_master(self, qemu_ns: int) -> float:
+        """A point on QEMU's clock, in master time (s)."""
+        return self.start_time + qemu_ns * 1e-9
 
     @property
     def qemu_time(self) -> float:
         """QEMU's virtual clock expressed in master time (s)."""
-        return self.start_time + self.qemu_us * 1e-6
+        return self.to_master(self.qemu_ns)

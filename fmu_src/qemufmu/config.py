@@ -104,16 +104,22 @@ def validate(cfg: QemuConfig) -> None:
 
 
 def qemu_argv(cfg: QemuConfig, binary: Path, image: Path,
-              console: Path) -> list[str]:
-    """The QEMU command line, without the -qqq option QemuProcess adds."""
+              channels: list[str]) -> list[str]:
+    """The QEMU command line, without the -qqq option QemuProcess adds.
+
+    Each channel is a qqq chardev on the next serial port: the first one,
+    the console, on the guest's first UART.
+    """
     if cfg.accelerator == "kvm":
         timing = ["-accel", "kvm"]
     else:
         timing = ["-icount", f"shift={cfg.icount_shift},sleep=off"]
+    serial: list[str] = []
+    for name in channels:
+        serial += ["-chardev", f"qqq,id={name}", "-serial", f"chardev:{name}"]
     return [
         str(binary), "-M", cfg.machine, "-nodefaults", "-display", "none",
-        "-serial", f"file:{console}", "-kernel", str(image),
-        *timing, "-rtc", "clock=vm",
+        *serial, "-kernel", str(image), *timing, "-rtc", "clock=vm",
         "-nic", "user" if cfg.network else "none",
         *shlex.split(cfg.extra_args),
     ]

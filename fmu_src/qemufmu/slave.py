@@ -1,0 +1,316 @@
+"""The FMI 2.0 co-simulation slave behind qemu.fmu and every signal FMU.
+
+Each fmi2DoStep becomes one qqq (version 2) time advance; initialization
+starts QEMU, termination closes its socket.  Guest I/O travels on qqq data
+channels: the console (the guest's first UART) as String variables, and,
+for FMUs built with a signal configuration, named Real/Integer/Boolean
+variables as `name=value` lines (docs/signals.md).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import sys
+import weakref
+from pathlib import Path
+
+from pythonfmu import (
+    Boolean,
+    Fmi2Causality,
+    Fmi2Slave,
+    Fmi2Variability,
+    Integer,
+    Real,
+    String,
+)
+from pythonfmu.enums import Fmi2Status
+
+from .clock import StepClock
+from .config import (
+    ConfigError,
+    QemuConfig,
+    qemu_argv,
+    resolve_binary,
+    resolve_image,
+    validate,
+)
+from .console import Console
+from .process import QemuProcess
+from .protocol import MAX_ADVANCE_NS, FramedChannel, QemuGone, StepTimeout, SyncError
+from .signals import LINE_MAX, SIGNAL_LINE, Signal, SignalSet
+
+CONSOLE = "console"
+KINDS = {"Real": Real, "Integer": Integer, "Boolean": Boolean, "String": String}
+
+PARAMETERS = {
+    # name: (type, description)
+    "guest_image": ("String", "Guest image for -kernel; empty: the embedded one"),
+    "machine": ("String", "QEMU machine (-M)"),
+    "qemu_system": ("String", "Which shipped qemu-system-* to run (arm, x86_64)"),
+    "accelerator": ("String", "tcg-icount (deterministic) or kvm"),
+    "icount_shift": ("Integer", "Under tcg-icount, one instruction is 2^shift ns"),
+    "extra_args": ("String", "More QEMU arguments, split like a shell would "
+                             "(never run through one)"),
+    "qemu_binary": ("String", "A QEMU with -qqq to run instead of the shipped one"),
+    "step_timeout": ("Real", "Wall-clock limit for one step (s)"),
+    "network": ("Boolean", "Give the guest user-mode networking"),
+    "console_file": ("String", "File to write the guest console to, lines "
+                               "stamped with simulation time; empty: none"),
+}
+OUTPUTS = {
+    "qemu_time": ("Real", "QEMU's virtual clock in master time (s)"),
+    "sync_steps": ("Integer", "Number of time advances QEMU has answered"),
+    "console": ("String", "What the guest wrote on its console during the "
+                          "last step"),
+    "console_bytes": ("Integer", "Bytes the guest has written on its console "
+                                 "so far"),
+    "next_event_time": ("Real", "Master time of the guest's next pending "
+                                "timer (s); -1 if none"),
+}
+INPUTS = {
+    "console_in": ("String", "Bytes for the guest console at the start of the "
+                             "next step"),
+}
+RESERVED = set(PARAMETERS) | set(OUTPUTS) | set(INPUTS)
+
+
+def _keep_module_namespace(cls: type) -> None:
+    """Work around pythonfmu 0.7's loader, which releases one reference to
+    the model script's module namespace per instantiation without having
+    taken it.  A script whose namespace nothing else holds (ours define no
+    functions) then loses it after the first instance, and the next
+    instantiation in the same process fails or crashes the master.
+    """
+    module = sys.modules.get(cls.__module__)
+    if module is not None:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(vars(module)))
+
+
+class QemuSlave(Fmi2Slave):
+    """An emulated machine running in lock-step with the master."""
+
+    author = "qemu-fmu"
+    description = "QEMU paced by the master over the qqq protocol"
+    log_categories = {**Fmi2Slave.log_categories,
+                      "logGuestConsole": "Lines the guest writes on its console.",
+                      "logGuestSignals": "Guest lines that could not be used."}
+
+    def __init__(self, **kwargs) -> None:
+        # pythonfmu instantiates this class at build time: nothing heavy here.
+        _keep_module_namespace(type(self))
+        super().__init__(**kwargs)
+        defaults = QemuConfig()
+        for name, (kind, text) in PARAMETERS.items():
+            self._register(kind, name, text, Fmi2Causality.parameter,
+                           getattr(defaults, name))
+        for name, (kind, text) in OUTPUTS.items():
+            start = -1.0 if name == "next_event_time" else None
+            self._register(kind, name, text, Fmi2Causality.output,
+                           start if start is not None else
+                           {"Real": 0.0, "Integer": 0, "String": ""}[kind])
+        for name, (kind, text) in INPUTS.items():
+            self._register(kind, name, text, Fmi2Causality.input, "")
+        self.next_event_time = -1.0
+        self.signals = SignalSet.load(Path(self.resources or "."))
+        if self.signals:
+            for signal in self.signals.inputs + self.signals.outputs:
+                self._register(signal.type, signal.name, signal.description,
+                               Fmi2Causality[signal.causality], signal.start)
+        self._start_time = 0.0
+        self._clock: StepClock | None = None
+        self._qemu: QemuProcess | None = None
+        self._consoles: dict[int, Console] = {}
+        self._channels: list[str] = []
+        self._sent: dict[str, object] = {}
+        self._failed = False
+
+    def _register(self, kind: str, name: str, description: str,
+                  causality: Fmi2Causality, start: object) -> None:
+        """Register a variable whose accessors hold only a weak reference.
+
+        pythonfmu's default accessors close over ``self``; that cycle would
+        keep a freed or reset instance, and its QEMU, alive until the next
+        garbage collection.
+        """
+        setattr(self, name, start)
+        if causality == Fmi2Causality.parameter:
+            variability = Fmi2Variability.fixed
+        elif kind == "Real":
+            variability = Fmi2Variability.continuous
+        else:
+            variability = Fmi2Variability.discrete
+        me = weakref.ref(self)
+        self.register_variable(KINDS[kind](
+            name, causality=causality, variability=variability,
+            description=description or None,
+            getter=lambda: getattr(me(), name),
+            setter=lambda value: setattr(me(), name, value)))
+
+    # -- life cycle -------------------------------------------------------
+
+    def setup_experiment(self, start_time: float, stop_time, tolerance) -> None:
+        self._start_time = start_time
+
+    def exit_initialization_mode(self) -> None:
+        try:
+            self._start()
+        except (ConfigError, SyncError, OSError) as e:
+            self._fail(f"cannot start QEMU: {e}")
+            raise RuntimeError(f"cannot start QEMU: {e}") from None
+
+    def _start(self) -> None:
+        cfg = QemuConfig(**{name: getattr(self, name) for name in PARAMETERS})
+        validate(cfg)
+        resources = Path(self.resources)
+        binary = resolve_binary(cfg, resources)
+        image = resolve_image(cfg, resources)
+        self._channels = [CONSOLE]
+        if self.signals and self.signals.channel != CONSOLE:
+            self._channels.append(self.signals.channel)
+        transcript = Path(cfg.console_file) if cfg.console_file else None
+        self._consoles = {0: Console(transcript)}
+        self._consoles.update({i: Console() for i in range(1, len(self._channels))})
+        self._step_timeout = cfg.step_timeout
+        self._qemu = QemuProcess(qemu_argv(cfg, binary, image, self._channels),
+                                 version=2)
+        # QEMU says HELLO only once the machine exists and -qqq accepted the
+        # configuration: a refusal surfaces here, not in the first step.
+        try:
+            names = self.channel.hello(timeout=cfg.step_timeout)
+        except QemuGone:
+            raise SyncError(self._qemu.explain_exit()) from None
+        if names != self._channels:
+            raise SyncError(f"QEMU offers channels {names}, expected "
+                            f"{self._channels}; do extra_args add -chardev qqq?")
+        self._clock = StepClock(self._start_time)
+        self.qemu_time = self._start_time
+        self._sent = {}
+        self.log(f"QEMU {self._qemu.pid} started: {' '.join(self._qemu.popen.args)}")
+
+    @property
+    def channel(self) -> FramedChannel:
+        return self._qemu.channel
+
+    def do_step(self, current_time: float, step_size: float) -> bool:
+        if self._failed or self._qemu is None or self._clock is None:
+            self.log("do_step after a failure or before initialization",
+                     Fmi2Status.error)
+            return False
+        try:
+            return self._step(current_time, step_size)
+        except Exception as e:  # never leave QEMU behind on a surprise
+            self._fail(f"step at t={current_time:g} s failed: {e!r}")
+            return False
+
+    def _step(self, t: float, h: float) -> bool:
+        if not (math.isfinite(h) and h > 0):
+            self._fail(f"step size {h!r} at t={t:g} s: must be finite and > 0")
+            return False
+        advance = self._clock.advance_for(t + h)
+        if advance > MAX_ADVANCE_NS:
+            self._fail(f"step of {h:g} s at t={t:g} s exceeds the protocol's "
+                       f"limit of {MAX_ADVANCE_NS * 1e-9:g} s per step")
+            return False
+        inputs = self._inputs()
+        if advance or inputs:
+            try:
+                reply = self.channel.advance(advance, inputs, self._step_timeout)
+            except StepTimeout as e:
+                self._fail(f"step at t={t:g} s: {e}; QEMU killed")
+                return False
+            except QemuGone:
+                how = self._qemu.explain_exit()
+                if self._qemu.poll() == 0:
+                    how += " (the guest powered off)"
+                self._fail(f"QEMU ended during the step at t={t:g} s: {how}")
+                return False
+            self._clock.record(reply.elapsed_ns)
+            self.sync_steps += advance > 0
+            self.next_event_time = (
+                -1.0 if reply.lookahead_ns is None
+                else self._clock.to_master(self._clock.qemu_ns + reply.lookahead_ns))
+            self._outputs(reply.outputs, t + h)
+        else:
+            self.console = ""
+        self.qemu_time = self._clock.qemu_time
+        return True
+
+    # -- guest I/O --------------------------------------------------------
+
+    def _inputs(self) -> dict[int, bytes]:
+        """The bytes each channel sends at the start of this step."""
+        data: dict[int, bytes] = {}
+        if self.console_in:
+            data[0] = self.console_in.encode()
+        if self.signals:
+            lines = []
+            for signal in self.signals.inputs:
+                value = getattr(self, signal.name)
+                if self._sent.get(signal.name) != value:
+                    lines.append(signal.format(value))
+                    self._sent[signal.name] = value
+            if lines:
+                index = self._channels.index(self.signals.channel)
+                data[index] = data.get(index, b"") + "".join(lines).encode()
+        return data
+
+    def _outputs(self, outputs: dict[int, bytes], time: float) -> None:
+        self.console = outputs.get(0, b"").decode("utf-8", "replace")
+        for index, console in self._consoles.items():
+            for line in console.feed(outputs.get(index, b""), time):
+                if not self._signal_line(index, line, time):
+                    self.log(f"[{time:.6f}] {line}", category="logGuestConsole")
+        self.console_bytes = self._consoles[0].total_bytes
+
+    def _signal_line(self, index: int, line: str, time: float) -> bool:
+        """Apply a `name=value` line; False if it is console text."""
+        if not self.signals or self._channels[index] != self.signals.channel:
+            return False
+        match = SIGNAL_LINE.fullmatch(line)
+        if not match:
+            return False
+        name, text = match.groups()
+        signal: Signal | None = self.signals.output(name)
+        problem = None
+        if len(line.encode()) + 1 > LINE_MAX:
+            problem = f"is longer than {LINE_MAX} bytes"
+        elif signal is None:
+            problem = f"names no output signal ('{name}')"
+        else:
+            try:
+                setattr(self, name, signal.parse(text))
+            except ValueError as e:
+                problem = f"has a bad value for {signal.type} {name}: {e}"
+        if problem:
+            self.log(f"t={time:.6f} s: guest line {line[:LINE_MAX]!r} {problem}; "
+                     "ignored", Fmi2Status.warning, category="logGuestSignals")
+        return True
+
+    # -- ending -----------------------------------------------------------
+
+    def terminate(self) -> None:
+        self._shutdown()
+
+    def _fail(self, message: str) -> None:
+        self.log(message, Fmi2Status.error)
+        self._failed = True
+        self._shutdown(kill=True)
+
+    def _shutdown(self, kill: bool = False) -> None:
+        if self._qemu is not None:
+            if kill:
+                self._qemu.kill()
+            else:
+                code = self._qemu.close()
+                if code not in (0, None):
+                    self.log(f"QEMU exited with status {code}", Fmi2Status.warning)
+            self._qemu = None
+        for console in self._consoles.values():
+            console.close()
+        self._consoles = {}
+        self._clock = None
+
+    def __del__(self) -> None:
+        # fmi2FreeInstance and fmi2Reset drop the instance without terminate.
+        self._shutdown()
