@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Package QEMU, its firmware files, the default guest and the slave as qemu.fmu.
+"""Package QEMU, its firmware files, a guest and the slave as an FMI 2.0 FMU.
 
-Usage: build_fmu.py [-o dist/qemu.fmu]
+Without --config: dist/qemu.fmu, with the embedded default firmware.
+With --config my_ecu.toml: a virtual-ECU FMU whose named inputs and outputs
+travel to and from the firmware as `name=value` lines (docs/signals.md).
 
 Needs `make qemu firmware` first (the Makefile's `fmu` target does both).
 """
@@ -9,56 +11,118 @@ Needs `make qemu firmware` first (the Makefile's `fmu` target does both).
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 import uuid
 import zipfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 REPO = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO / "fmu_src"))
+
+from qemufmu.signals import SignalConfigError, SignalSet, signals_from_config  # noqa: E402
+from qemufmu.slave import PARAMETERS, RESERVED  # noqa: E402
+
 QEMU_BUILD = REPO / "build" / "qemu"
 DEFAULT_GUEST = REPO / "firmware" / "build" / "arm-default.elf"
 SHIPPED_SYSTEMS = ("arm", "x86_64")
-SECONDS = {"qemu_time", "step_timeout"}
+MODEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+SCRIPT = '''"""{model}: an FMU built by qemu-fmu's build_fmu.py from {config}."""
+
+from qemufmu.slave import QemuSlave as Fmi2Slave
 
 
-def stage(tmp: Path) -> list[Path]:
-    """Lay out what goes under resources/: QEMU, its data files, the guest."""
+class {model}(Fmi2Slave):
+    """{description}"""
+
+    description = {description!r}
+    parameter_defaults = {defaults!r}
+
+    def __init__(self, **kwargs) -> None:
+        # Keeps this module's namespace referenced (pythonfmu loader quirk).
+        super().__init__(**kwargs)
+'''
+
+
+class BuildError(Exception):
+    """Something the user must fix before the FMU can be built."""
+
+
+def stage_qemu(tmp: Path) -> Path:
+    """QEMU binaries and data files, laid out as QEMU expects to find them."""
     qemu = tmp / "qemu"
     (qemu / "bin").mkdir(parents=True)
     for system in SHIPPED_SYSTEMS:
         src = QEMU_BUILD / "bin" / f"qemu-system-{system}"
         if not src.exists():
-            sys.exit(f"build_fmu.py: {src} missing; run `make qemu`")
-        dst = qemu / "bin" / src.name
-        subprocess.run(["strip", "-o", str(dst), str(src)], check=True)
+            raise BuildError(f"{src} missing; run `make qemu`")
+        subprocess.run(["strip", "-o", str(qemu / "bin" / src.name), str(src)],
+                       check=True)
     shutil.copytree(QEMU_BUILD / "share", qemu / "share")
+    return qemu
+
+
+def stage_guest(tmp: Path, image: Path) -> Path:
+    if not image.is_file():
+        raise BuildError(f"guest image {image} missing; run `make firmware`")
     guest = tmp / "guest"
     guest.mkdir()
-    if not DEFAULT_GUEST.exists():
-        sys.exit(f"build_fmu.py: {DEFAULT_GUEST} missing; run `make firmware`")
-    shutil.copy2(DEFAULT_GUEST, guest / "default.elf")
-    return [REPO / "fmu_src" / "qemufmu", qemu, guest]
+    shutil.copy2(image, guest / "default.elf")
+    return guest
 
 
-def fix_model_description(xml: bytes, fmu_bytes_digest: str) -> bytes:
+def load_config(path: Path) -> tuple[dict, SignalSet]:
+    """The [fmu] table (with resolved paths) and the signals of a TOML file."""
+    try:
+        config = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise BuildError(f"{path}: {e}") from None
+    fmu = config.get("fmu")
+    if not isinstance(fmu, dict):
+        raise BuildError(f"{path}: missing [fmu] table")
+    unknown = set(fmu) - {"model_name", "description", "guest_image", "machine",
+                          "qemu_system", "channel"}
+    if unknown:
+        raise BuildError(f"{path}: [fmu] has unknown keys {sorted(unknown)}")
+    unknown = set(config) - {"fmu", "input", "output"}
+    if unknown:
+        raise BuildError(f"{path}: unknown tables {sorted(unknown)}")
+    if not MODEL_NAME.fullmatch(fmu.get("model_name", "")):
+        raise BuildError(f"{path}: [fmu] model_name must be an identifier "
+                         f"({MODEL_NAME.pattern})")
+    if "guest_image" not in fmu:
+        raise BuildError(f"{path}: [fmu] guest_image is required")
+    fmu["guest_image"] = (path.parent / fmu["guest_image"]).resolve()
+    try:
+        signals = signals_from_config(config, RESERVED)
+    except SignalConfigError as e:
+        raise BuildError(f"{path}: {e}") from None
+    return fmu, signals
+
+
+def fix_model_description(xml: bytes, digest: str, units: dict[str, str]) -> bytes:
     """Make the XML pass `fmpy validate` and carry units and a stable GUID."""
     root = ET.fromstring(xml)
-    root.set("guid", "{" + str(uuid.uuid5(uuid.NAMESPACE_URL, fmu_bytes_digest)) + "}")
+    root.set("guid", "{" + str(uuid.uuid5(uuid.NAMESPACE_URL, digest)) + "}")
     root.attrib.pop("generationDateAndTime", None)
-    units = ET.Element("UnitDefinitions")
-    ET.SubElement(ET.SubElement(units, "Unit", name="s"), "BaseUnit", s="1")
-    pos = list(root).index(root.find("ModelVariables"))
-    if root.find("LogCategories") is not None:
-        pos = list(root).index(root.find("LogCategories"))
-    root.insert(pos, units)
+    unit_defs = ET.Element("UnitDefinitions")
+    for unit in sorted(set(units.values())):
+        defined = ET.SubElement(unit_defs, "Unit", name=unit)
+        if unit == "s":
+            ET.SubElement(defined, "BaseUnit", s="1")
+    anchor = root.find("LogCategories")
+    if anchor is None:
+        anchor = root.find("ModelVariables")
+    root.insert(list(root).index(anchor), unit_defs)
     outputs = []
     for index, var in enumerate(root.find("ModelVariables"), start=1):
-        if var.get("name") in SECONDS:
-            var.find("Real").set("unit", "s")
+        if var.get("name") in units:
+            var.find("Real").set("unit", units[var.get("name")])
         if var.get("causality") == "output":
             outputs.append(index)
     structure = root.find("ModelStructure")
@@ -71,44 +135,75 @@ def fix_model_description(xml: bytes, fmu_bytes_digest: str) -> bytes:
     return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
 
 
-def build(out: Path) -> Path:
+def repack(raw: Path, out: Path, units: dict[str, str]) -> None:
+    """Rewrite pythonfmu's archive: fixed XML, fixed dates, compressed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(raw) as src, zipfile.ZipFile(
+            out, "w", zipfile.ZIP_DEFLATED) as dst:
+        digest = "".join(f"{i.filename}:{i.CRC}" for i in src.infolist()
+                         if i.filename != "modelDescription.xml")
+        for info in sorted(src.infolist(), key=lambda i: i.filename):
+            data = src.read(info)
+            if info.filename == "modelDescription.xml":
+                data = fix_model_description(data, digest, units)
+            entry = zipfile.ZipInfo(info.filename, date_time=(2026, 1, 1, 0, 0, 0))
+            entry.external_attr = info.external_attr
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            dst.writestr(entry, data)
+
+
+def build(out: Path | None, config_path: Path | None) -> Path:
+    """Build the FMU; return where it was written."""
     from pythonfmu.builder import FmuBuilder
 
+    units = {"qemu_time": "s", "step_timeout": "s", "next_event_time": "s"}
     with tempfile.TemporaryDirectory(prefix="qemu-fmu-build-") as tmpd:
         tmp = Path(tmpd)
-        project = stage(tmp / "stage")
+        project = [REPO / "fmu_src" / "qemufmu", stage_qemu(tmp / "stage")]
+        if config_path is None:
+            script = REPO / "fmu_src" / "qemu_slave.py"
+            project.append(stage_guest(tmp / "stage", DEFAULT_GUEST))
+            out = out or REPO / "dist" / "qemu.fmu"
+        else:
+            fmu, signals = load_config(config_path)
+            model = fmu["model_name"]
+            project.append(stage_guest(tmp / "stage", fmu["guest_image"]))
+            (tmp / "stage" / "signals.json").write_text(signals.to_json())
+            project.append(tmp / "stage" / "signals.json")
+            defaults = {k: fmu[k] for k in ("machine", "qemu_system")
+                        if k in fmu and k in PARAMETERS}
+            script = tmp / f"{model.lower()}_fmu.py"
+            script.write_text(SCRIPT.format(
+                model=model, config=config_path.name, defaults=defaults,
+                description=fmu.get("description", f"{model} firmware on QEMU")))
+            units.update({s.name: s.unit for s in signals.inputs + signals.outputs
+                          if s.unit})
+            out = out or REPO / "dist" / f"{model}.fmu"
         raw = FmuBuilder.build_FMU(
-            REPO / "fmu_src" / "qemu_slave.py", dest=tmp / "raw.fmu",
-            project_files=project,
+            script, dest=tmp / "raw.fmu", project_files=project,
             canHandleVariableCommunicationStepSize=True,
-            canBeInstantiatedOnlyOncePerProcess=False,
-            needsExecutionTool=False)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(raw) as src, zipfile.ZipFile(
-                out, "w", zipfile.ZIP_DEFLATED) as dst:
-            digest = uuid.uuid5(uuid.NAMESPACE_OID, "".join(
-                f"{i.filename}:{i.CRC}" for i in src.infolist()
-                if i.filename != "modelDescription.xml")).hex
-            for info in sorted(src.infolist(), key=lambda i: i.filename):
-                data = src.read(info)
-                if info.filename == "modelDescription.xml":
-                    data = fix_model_description(data, digest)
-                entry = zipfile.ZipInfo(info.filename, date_time=(2026, 1, 1, 0, 0, 0))
-                entry.external_attr = info.external_attr
-                entry.compress_type = zipfile.ZIP_DEFLATED
-                dst.writestr(entry, data)
+            canBeInstantiatedOnlyOncePerProcess=False, needsExecutionTool=False)
+        repack(raw, out, units)
     return out
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="The signal configuration format is described in docs/signals.md.")
     parser.add_argument("-o", "--output", type=Path,
-                        default=REPO / "dist" / "qemu.fmu",
-                        help="where to write the FMU (default: dist/qemu.fmu)")
+                        help="where to write the FMU (default: dist/qemu.fmu, "
+                             "or dist/MODEL_NAME.fmu with --config)")
+    parser.add_argument("--config", type=Path,
+                        help="TOML file declaring the FMU's signals and guest")
     args = parser.parse_args()
-    out = build(args.output)
-    print(f"wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out} "
-          f"({out.stat().st_size / 1e6:.1f} MB)")
+    try:
+        out = build(args.output, args.config)
+    except BuildError as e:
+        print(f"build_fmu.py: {e}", file=sys.stderr)
+        return 1
+    shown = out.relative_to(REPO) if out.resolve().is_relative_to(REPO) else out
+    print(f"wrote {shown} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -115,26 +115,31 @@ def echo(guests):
 
 
 def test_input_reaches_the_guest_at_the_start_of_its_step(echo):
-    t_us, received = 1000, []
+    """A byte sent with advance k is taken when step k begins, never before
+    and never later: its guest time stamp minus the step's start is the same
+    for every byte (the guest's own clock starts a few us after reset)."""
+    t_us, received, offsets = 1000, [], set()
     for k in range(50):
         step_us = 100 + 37 * k
         data = bytes([k]) if k % 3 == 0 else b""
         reply = echo.channel.advance(step_us * 1000, {0: data} if data else None)
         lines = echo_lines(reply.outputs.get(0, b""))
         if data:
-            (byte, seen_us), = lines
+            (byte, seen_us), = lines  # echoed within the step that carried it
             assert byte == k
-            # Not before the step that carried it began, and at its start.
-            assert t_us <= seen_us < t_us + 50
             received.append(byte)
+            offsets.add(seen_us - t_us)
         else:
             assert lines == []
         t_us += step_us
     assert received == list(range(0, 50, 3))
+    assert max(offsets) - min(offsets) <= 1, offsets
+    assert -20 <= min(offsets) <= 0
 
 
 def test_a_burst_beyond_the_uart_buffer_arrives_complete_and_in_order(echo):
-    burst = bytes(random.Random(5).randrange(256) for _ in range(3000))
+    rng = random.Random(5)
+    burst = bytes(rng.randrange(256) for _ in range(3000))
     got = echo_lines(echo.channel.advance(MS, {0: burst}).outputs.get(0, b""))
     for _ in range(200):
         if len(got) == len(burst):

@@ -92,6 +92,8 @@ class QemuSlave(Fmi2Slave):
 
     author = "qemu-fmu"
     description = "QEMU paced by the master over the qqq protocol"
+    #: parameter start values that differ from QemuConfig's (signal FMUs)
+    parameter_defaults: dict[str, object] = {}
     log_categories = {**Fmi2Slave.log_categories,
                       "logGuestConsole": "Lines the guest writes on its console.",
                       "logGuestSignals": "Guest lines that could not be used."}
@@ -100,7 +102,7 @@ class QemuSlave(Fmi2Slave):
         # pythonfmu instantiates this class at build time: nothing heavy here.
         _keep_module_namespace(type(self))
         super().__init__(**kwargs)
-        defaults = QemuConfig()
+        defaults = QemuConfig(**self.parameter_defaults)
         for name, (kind, text) in PARAMETERS.items():
             self._register(kind, name, text, Fmi2Causality.parameter,
                            getattr(defaults, name))
