@@ -5,7 +5,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: all setup qemu firmware fmu test demo bench lint clean
+.PHONY: all setup qemu firmware fmu closed-loop test demo bench lint clean
 
 all: fmu
 
@@ -27,11 +27,16 @@ firmware: setup
 fmu: qemu firmware
 	@$(PY) build_fmu.py
 
-test: fmu
+# The firmware-in-the-loop demo: ECU FMU, plant FMU and the SSP file.
+closed-loop: qemu firmware
+	@$(PY) examples/closed_loop/build.py
+
+test: fmu closed-loop
 	$(PY) -m pytest
 
-demo: fmu
+demo: fmu closed-loop
 	@$(PY) examples/demo.py
+	@$(PY) examples/closed_loop/demo.py
 
 bench: qemu firmware
 	@$(PY) benchmarks/sync_cost.py

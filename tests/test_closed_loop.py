@@ -1,0 +1,82 @@
+"""The firmware-in-the-loop demo: PI controller firmware on QEMU and a DC motor.
+
+The SSP file (make closed-loop) runs under fmpy and libcosimpy.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "examples" / "closed_loop"))
+
+from run import metrics, simulate_fmpy, simulate_libcosim  # noqa: E402
+
+STOP = 0.3
+MASTERS = {"fmpy": simulate_fmpy, "libcosim": simulate_libcosim}
+
+
+@pytest.fixture(scope="module")
+def ssp() -> Path:
+    path = REPO / "dist" / "closed_loop.ssp"
+    if not path.exists():
+        pytest.fail(f"{path} missing: run `make closed-loop`")
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(ssp) -> dict:
+    """Each master twice at 1 ms, fmpy once at 0.5 ms."""
+    out = {(name, k): run(ssp, 1e-3, STOP)
+           for name, run in MASTERS.items() for k in range(2)}
+    out[("fmpy", "half")] = simulate_fmpy(ssp, 0.5e-3, STOP)
+    return out
+
+
+def _bytes(run: dict) -> bytes:
+    return b"".join(np.ascontiguousarray(run[c]).tobytes() for c in sorted(run))
+
+
+@pytest.mark.parametrize("master", MASTERS)
+def test_same_ssp_twice_is_byte_identical(runs, master):
+    assert _bytes(runs[(master, 0)]) == _bytes(runs[(master, 1)])
+
+
+def test_both_masters_compute_the_same_loop(runs):
+    a, b = runs[("fmpy", 0)], runs[("libcosim", 0)]
+    # fmpy sums its float step sizes, libcosim counts integer nanoseconds.
+    assert np.allclose(a["time"], b["time"], rtol=0, atol=1e-12)
+    # The plant's exp(-h/tau) sees h rounded differently in the last bit.
+    for column in ("speed", "voltage", "setpoint", "next_event_time"):
+        assert np.allclose(a[column], b[column], rtol=1e-12, atol=1e-12), column
+
+
+def test_the_controller_settles(runs):
+    m = metrics(runs[("fmpy", 0)])
+    assert m["step_time"] == pytest.approx(0.1, abs=1e-3)
+    assert m["settling_time"] < 0.15
+    assert m["overshoot_percent"] < 5
+    assert abs(m["final_error"]) < 0.1
+
+
+def test_step_size_does_not_move_the_sample_instants(runs):
+    """The firmware samples on its own SysTick: the same instants whatever
+    the master's step, and a response within one sample period's effect."""
+    full, half = runs[("fmpy", 0)], runs[("fmpy", "half")]
+    ticks_full = set(np.round(full["next_event_time"], 9))
+    ticks_half = set(np.round(half["next_event_time"], 9))
+    assert ticks_full == ticks_half
+    assert len(ticks_full) >= STOP / 1e-3 - 1
+    # One sample period (1 ms) more or less of delay moves the speed by at
+    # most its fastest rate times that period: K * Vmax / tau * 1 ms.
+    bound = 10 * 12 / 0.05 * 1e-3
+    common = np.isin(np.round(half["time"], 9), np.round(full["time"], 9))
+    deviation = np.abs(half["speed"][common] - full["speed"])
+    assert deviation.max() <= bound
+    assert 0 < deviation.max()  # the step size does matter, within bounds
+    assert (abs(metrics(half)["settling_time"] - metrics(full)["settling_time"])
+            <= 1e-3 + 1e-3 + 1e-9)  # a period of delay, a step of resolution
