@@ -343,6 +343,13 @@ def markdown(header: list[str], rows: list[list[str]], right: set[int]) -> str:
     return "\n".join([line(header), rule, *map(line, rows)])
 
 
+def spread(samples: list[float]) -> str:
+    """(max - min) / median of the repetitions, in percent: the noise."""
+    if len(samples) < 2:
+        return "-"
+    return f"{(max(samples) - min(samples)) / statistics.median(samples):.0%}"
+
+
 def table(cfg: Config, results: dict[str, Samples]) -> str:
     """The Markdown table of medians, with a one-paragraph key under it."""
     rows: list[list[str]] = []
@@ -350,12 +357,12 @@ def table(cfg: Config, results: dict[str, Samples]) -> str:
         raw = statistics.median(s.echo) / cfg.steps
         rows.append(["raw round trip (C echo)", label, "-",
                      f"{1 / raw:,.0f} steps/s", f"{raw * 1e6:.2f} us",
-                     "1.00x raw"])
+                     "1.00x raw", spread(s.echo)])
         for step, secs in s.idle.items():
             cost = statistics.median(secs) / cfg.steps
             rows.append(["idle x86 guest", label, f"{step} us",
                          f"{1 / cost:,.0f} steps/s", f"{cost * 1e6:.2f} us",
-                         f"{cost / raw:.2f}x raw"])
+                         f"{cost / raw:.2f}x raw", spread(secs)])
         count = s.busy_us // cfg.busy_step_us
         virtual = s.busy_us / 1e6
         stepped = statistics.median(s.busy_stepped)
@@ -363,16 +370,18 @@ def table(cfg: Config, results: dict[str, Samples]) -> str:
         rows.append(["busy x86 guest, stepped", label, f"{cfg.busy_step_us} us",
                      f"{virtual / stepped:.3f} virt s/s",
                      f"{(stepped - free) / count * 1e6:+.2f} us vs free",
-                     f"{free / stepped:.3f}x free"])
+                     f"{free / stepped:.3f}x free", spread(s.busy_stepped)])
         rows.append(["busy x86 guest, free run", label, f"{virtual:g} s, 1 sync",
-                     f"{virtual / free:.3f} virt s/s", "-", "1.000x free"])
+                     f"{virtual / free:.3f} virt s/s", "-", "1.000x free",
+                     spread(s.busy_free)])
     header = ["Measurement", "CPUs", "Step", "Rate", "Wall cost per step",
-              "Ratio"]
+              "Ratio", "Spread"]
     key = (f"Median of {cfg.reps} runs. Idle and raw: {cfg.steps} timed steps "
            f"each, after warm-up; ratio = cost per step / raw round trip at "
            f"the same pinning. Busy: {cfg.busy_s:g} s of virtual time each; "
-           f"ratio = stepped speed / free-run speed.")
-    return markdown(header, rows, right={2, 3, 4, 5}) + "\n\n" + key
+           f"ratio = stepped speed / free-run speed. Spread = (max - min) / "
+           f"median of the {cfg.reps} wall times.")
+    return markdown(header, rows, right={2, 3, 4, 5, 6}) + "\n\n" + key
 
 
 # --------------------------------------------------------------------------
