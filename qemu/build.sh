@@ -69,9 +69,12 @@ prepare_tree() {
     done
 }
 
-# Copy src to dst only if the content differs, so mtimes stay put.
+# Copy src to dst only if the content differs, so mtimes stay put; replace
+# by rename, so a QEMU running from dst keeps its old file.
 sync_file() {
-    cmp -s "$1" "$2" 2>/dev/null || { mkdir -p "$(dirname "$2")"; cp "$1" "$2"; }
+    cmp -s "$1" "$2" 2>/dev/null && return
+    mkdir -p "$(dirname "$2")"
+    cp "$1" "$2.new.$$" && mv -f "$2.new.$$" "$2"
 }
 
 apply_module() {
