@@ -15,9 +15,22 @@
 #define UART0_DATA    REG32(UART0_BASE + 0x00)
 #define UART0_STATE   REG32(UART0_BASE + 0x04)
 #define UART0_CTRL    REG32(UART0_BASE + 0x08)
+#define UART0_INTSTATUS REG32(UART0_BASE + 0x0C)
 #define UART0_BAUDDIV REG32(UART0_BASE + 0x10)
 #define UART_STATE_TXFULL 0x1u
+#define UART_STATE_RXFULL 0x2u
 #define UART_CTRL_TXEN    0x1u
+#define UART_CTRL_RXEN    0x2u
+#define UART_CTRL_RXINTEN 0x8u
+#define UART_INT_RX       0x2u	/* INTSTATUS, write 1 to clear */
+
+/* NVIC; external IRQ n is vector 16 + n (see irq.c). */
+#define NVIC_ISER0 REG32(0xE000E100)
+#define NVIC_ICER0 REG32(0xE000E180)
+#define IRQ_UART0RX 0
+/* SCB ICSR: a SysTick that fired but whose handler has not run yet. */
+#define SCB_ICSR REG32(0xE000ED04)
+#define SCB_ICSR_PENDSTSET (1u << 26)
 
 /* SysTick; with CLKSOURCE=processor QEMU counts at 25 MHz. */
 #define SYST_CSR REG32(0xE000E010)

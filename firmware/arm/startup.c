@@ -29,7 +29,7 @@ void DebugMon_Handler(void) WEAK_DEFAULT;
 void PendSV_Handler(void) WEAK_DEFAULT;
 void SysTick_Handler(void) WEAK_DEFAULT;
 
-/* Core exceptions only: the programs use no external IRQs. */
+/* Core exceptions; irq.c appends the external IRQs for programs using them. */
 __attribute__((section(".vectors"), used))
 static void (*const vectors[16])(void) = {
 	(void (*)(void))_estack,

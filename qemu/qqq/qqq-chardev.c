@@ -11,8 +11,11 @@
  * simulator sends with an advance is handed to the UART at the start of
  * that step, as fast as the UART model accepts it: the rest waits for the
  * front end's accept_input call, which the UART makes when the guest reads
- * its data register.  Host timing never decides when a byte arrives, so a
- * run under icount is repeatable bit for bit.
+ * its data register.  Not every model calls it when it becomes ready for
+ * other reasons (the guest enabling its receiver), so while bytes wait the
+ * backend also offers them again every QQQ_RETRY_NS of virtual time.  Host
+ * timing never decides when a byte arrives, so a run under icount is
+ * repeatable bit for bit.
  *
  * The backend needs no options of its own, so it uses the generic
  * ChardevCommon parse path and no QAPI schema change.
@@ -21,16 +24,21 @@
 #include "qemu/osdep.h"
 #include "chardev/char.h"
 #include "qemu/module.h"
+#include "qemu/timer.h"
 #include "qom/object.h"
 #include "qqq/qqq-internal.h"
 
 #define TYPE_CHARDEV_QQQ "chardev-qqq"
+
+/* Virtual time between offers of input the front end has not taken. */
+#define QQQ_RETRY_NS (100 * SCALE_US)
 
 typedef struct QqqChardev {
     Chardev parent;
     GByteArray *in;         /* from the simulator, not yet accepted */
     size_t in_pos;
     GByteArray *out;        /* from the guest, since the last reply */
+    QEMUTimer *retry;       /* QEMU_CLOCK_VIRTUAL, armed while input waits */
 } QqqChardev;
 
 DECLARE_INSTANCE_CHECKER(QqqChardev, QQQ_CHARDEV, TYPE_CHARDEV_QQQ)
@@ -58,6 +66,8 @@ static void qqq_chr_push(QqqChardev *q)
         int n = MIN(room, q->in->len - q->in_pos);
 
         if (n <= 0) {
+            timer_mod(q->retry, qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) +
+                      QQQ_RETRY_NS);
             return;
         }
         qemu_chr_be_write(chr, q->in->data + q->in_pos, n);
@@ -65,6 +75,12 @@ static void qqq_chr_push(QqqChardev *q)
     }
     g_byte_array_set_size(q->in, 0);
     q->in_pos = 0;
+    timer_del(q->retry);
+}
+
+static void qqq_chr_retry(void *opaque)
+{
+    qqq_chr_push(opaque);
 }
 
 void qqq_channel_input(int index, const uint8_t *data, size_t len)
@@ -98,6 +114,7 @@ static void qqq_chr_open(Chardev *chr, ChardevBackend *backend,
 
     q->in = g_byte_array_new();
     q->out = g_byte_array_new();
+    q->retry = timer_new_ns(QEMU_CLOCK_VIRTUAL, qqq_chr_retry, q);
     if (!qqq_channels) {
         qqq_channels = g_ptr_array_new();
     }
@@ -112,6 +129,7 @@ static void qqq_chr_finalize(Object *obj)
         g_ptr_array_remove(qqq_channels, obj);
     }
     if (q->in) {
+        timer_free(q->retry);
         g_byte_array_unref(q->in);
         g_byte_array_unref(q->out);
     }
