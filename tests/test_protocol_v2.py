@@ -62,6 +62,20 @@ def test_nanosecond_advances_are_exact_and_uncapped(guests, tmp_path):
             assert qemu.channel.advance(ns, timeout=60).elapsed_ns == ns
 
 
+@pytest.mark.parametrize("guest", ["x86-idle", "x86-busy"])
+def test_tiny_steps_at_a_coarse_shift(guests, tmp_path, guest):
+    """At shift=10 an instruction lasts 1024 ns: steps shorter than one
+    still end exactly where they should, idle or busy."""
+    rng = random.Random(10)
+    with QemuProcess(x86_argv(guests / f"{guest}.elf", tmp_path / "s", shift=10),
+                     version=2) as qemu:
+        qemu.channel.hello(timeout=30)
+        assert qemu.channel.advance(50 * MS).elapsed_ns == 50 * MS
+        for _ in range(3000):
+            ns = rng.choice([1, 7, 500, 1023, 1024, 1025, rng.randrange(1, 5000)])
+            assert qemu.channel.advance(ns, timeout=60).elapsed_ns == ns
+
+
 def test_lookahead_is_the_guests_next_timer(guests):
     """The 1 kHz SysTick guest next needs time at its next tick."""
     rng = random.Random(3)

@@ -228,8 +228,8 @@ static bool qqq_idle_jump(void)
     }
     now = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
     next = qemu_clock_deadline_ns_all(QEMU_CLOCK_VIRTUAL, QEMU_TIMER_ATTR_ALL);
-    if (next >= 0 && now + next <= qqq.target_ns) {
-        return false;
+    if (qqq.target_ns <= now || (next >= 0 && now + next <= qqq.target_ns)) {
+        return false;   /* already there (icount overshoot), or a timer is due */
     }
     seqlock_write_lock(&timers_state.vm_clock_seqlock,
                        &timers_state.vm_clock_lock);
@@ -259,8 +259,7 @@ static bool qqq_await_advance(void)
             break;
         }
         qqq.reported_ns = qqq.target_ns;
-        if (!qqq_wire_send_reply(&qqq.wire, advance,
-                                 qqq_lookahead())) {
+        if (!qqq_wire_send_reply(&qqq.wire, advance, qqq_lookahead())) {
             return false;
         }
     }
