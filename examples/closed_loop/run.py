@@ -29,7 +29,10 @@ def simulate_libcosim(ssp: Path, step: float, stop: float) -> dict[str, np.ndarr
     """libcosimpy (Open Simulation Platform) running the same SSP file."""
     from libcosimpy.CosimEnums import CosimVariableType
     from libcosimpy.CosimExecution import CosimExecution
+    from libcosimpy.CosimLogging import CosimLogLevel, log_output_level
     from libcosimpy.CosimObserver import CosimObserver
+
+    log_output_level(CosimLogLevel.WARNING)  # not every FMU log line
 
     step_ns = round(step * 1e9)
     steps = round(stop / step)
