@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from .protocol import FramedChannel, SyncChannel
 
 _PR_SET_PDEATHSIG = 1
+# Looked up now: between fork and exec a threaded master must not dlopen.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _child_setup() -> None:
     """Runs in the child between fork and exec."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 def _reap(popen: subprocess.Popen, grace: float) -> None:
