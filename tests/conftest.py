@@ -19,11 +19,15 @@ def guests() -> Path:
     return FIRMWARE / "build"
 
 
-def qemu_binary(arch: str) -> Path:
-    path = QEMU_BIN / f"qemu-system-{arch}"
+def built(path: Path, how: str) -> Path:
+    """``path`` if the build made it; otherwise fail saying how to make it."""
     if not path.exists():
-        pytest.fail(f"{path} missing: run `make qemu` first")
+        pytest.fail(f"{path} missing: run `{how}` first")
     return path
+
+
+def qemu_binary(arch: str) -> Path:
+    return built(QEMU_BIN / f"qemu-system-{arch}", "make qemu")
 
 
 def x86_argv(kernel: Path, serial: Path | str, *, shift: int | None = 0,
@@ -57,10 +61,7 @@ def kvm_usable() -> str | None:
 @pytest.fixture(scope="session")
 def fmu() -> Path:
     """The built dist/qemu.fmu (make fmu)."""
-    path = REPO / "dist" / "qemu.fmu"
-    if not path.exists():
-        pytest.fail(f"{path} missing: run `make fmu` first")
-    return path
+    return built(REPO / "dist" / "qemu.fmu", "make fmu")
 
 
 @pytest.fixture(scope="session")

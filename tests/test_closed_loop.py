@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import built
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "examples" / "closed_loop"))
 
@@ -22,10 +24,7 @@ MASTERS = {"fmpy": simulate_fmpy, "libcosim": simulate_libcosim}
 
 @pytest.fixture(scope="module")
 def ssp() -> Path:
-    path = REPO / "dist" / "closed_loop.ssp"
-    if not path.exists():
-        pytest.fail(f"{path} missing: run `make closed-loop`")
-    return path
+    return built(REPO / "dist" / "closed_loop.ssp", "make closed-loop")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from conftest import arm_argv, x86_argv
+from conftest import arm_argv, built, x86_argv
 from qemufmu.process import QemuProcess
 from qemufmu.protocol import ADVANCE, HELLO, REPLY
 
@@ -119,9 +119,7 @@ def echo_lines(data: bytes) -> list[tuple[int, int]]:
 
 @pytest.fixture
 def echo(guests):
-    image = guests / "arm-echo.elf"
-    if not image.exists():
-        pytest.fail(f"{image} missing: make -C firmware")
+    built(guests / "arm-echo.elf", "make firmware")
     qemu = start(arm_v2(guests, "arm-echo.elf", "uart"))
     assert qemu.channel.advance(MS).outputs == {0: b"echo\n"}
     yield qemu
