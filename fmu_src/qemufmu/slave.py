@@ -124,6 +124,7 @@ class QemuSlave(Fmi2Slave):
         self._qemu: QemuProcess | None = None
         self._consoles: dict[int, Console] = {}
         self._channels: list[str] = []
+        self._signal_index: int | None = None  # channel carrying the signals
         self._sent: dict[str, object] = {}
         self._failed = False
 
@@ -170,6 +171,8 @@ class QemuSlave(Fmi2Slave):
         self._channels = [CONSOLE]
         if self.signals and self.signals.channel != CONSOLE:
             self._channels.append(self.signals.channel)
+        self._signal_index = (self._channels.index(self.signals.channel)
+                              if self.signals else None)
         transcript = Path(cfg.console_file) if cfg.console_file else None
         self._consoles = {0: Console(transcript)}
         self._consoles.update({i: Console() for i in range(1, len(self._channels))})
@@ -253,7 +256,7 @@ class QemuSlave(Fmi2Slave):
                     lines.append(signal.format(value))
                     self._sent[signal.name] = value
             if lines:
-                index = self._channels.index(self.signals.channel)
+                index = self._signal_index
                 data[index] = data.get(index, b"") + "".join(lines).encode()
         return data
 
@@ -267,7 +270,7 @@ class QemuSlave(Fmi2Slave):
 
     def _signal_line(self, index: int, line: str, time: float) -> bool:
         """Apply a `name=value` line; False if it is console text."""
-        if not self.signals or self._channels[index] != self.signals.channel:
+        if index != self._signal_index:
             return False
         match = SIGNAL_LINE.fullmatch(line)
         if not match:
