@@ -7,6 +7,7 @@ the simulator's side of docs/sync-protocol.md.
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 import socket
@@ -199,7 +200,7 @@ def test_refuses_unpaceable_configurations(guests, tmp_path, case, expect):
 
 def test_refuses_descriptors_that_are_not_connected_sockets(guests, tmp_path):
     argv = x86_argv(guests / "x86-idle.elf", tmp_path / "s")
-    read_end, write_end = __import__("os").pipe()
+    read_end, write_end = os.pipe()
     lonely = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dgram_a, dgram_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     cases = [(read_end, "not a socket"), (99, "not a socket"),
@@ -212,7 +213,7 @@ def test_refuses_descriptors_that_are_not_connected_sockets(guests, tmp_path):
             assert (code, expect in err, "\n" in err) == (1, True, False), err
     finally:
         for f in (read_end, write_end):
-            __import__("os").close(f)
+            os.close(f)
         for s in (lonely, dgram_a, dgram_b):
             s.close()
 

@@ -185,10 +185,13 @@ static void qqq_detach(void)
 /* Time to the next pending virtual-timer deadline after the step's end. */
 static uint64_t qqq_lookahead(void)
 {
-    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
-    int64_t next = qemu_clock_deadline_ns_all(QEMU_CLOCK_VIRTUAL,
-                                              QEMU_TIMER_ATTR_ALL);
+    int64_t now, next;
 
+    if (qqq.wire.version == QQQ_BASE_VERSION) {
+        return QQQ_NO_DEADLINE;     /* the base protocol has no room for it */
+    }
+    now = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
+    next = qemu_clock_deadline_ns_all(QEMU_CLOCK_VIRTUAL, QEMU_TIMER_ATTR_ALL);
     return next < 0 ? QQQ_NO_DEADLINE : MAX(now + next - qqq.reported_ns, 0);
 }
 
