@@ -67,12 +67,16 @@ def stage_qemu(tmp: Path) -> Path:
     return qemu
 
 
-def stage_guest(tmp: Path, image: Path) -> Path:
-    if not image.is_file():
-        raise BuildError(f"guest image {image} missing; run `make firmware`")
+def stage_guest(tmp: Path, image: Path, initrd: Path | None = None) -> Path:
+    """The guest image (and a Linux guest's initrd) where the slave looks."""
     guest = tmp / "guest"
     guest.mkdir()
-    shutil.copy2(image, guest / "default.elf")
+    for src, name in ((image, "default.elf"), (initrd, "initrd")):
+        if src is None:
+            continue
+        if not src.is_file():
+            raise BuildError(f"guest file {src} missing; run `make firmware`")
+        shutil.copy2(src, guest / name)
     return guest
 
 
@@ -86,7 +90,7 @@ def load_config(path: Path) -> tuple[dict, SignalSet]:
     if not isinstance(fmu, dict):
         raise BuildError(f"{path}: missing [fmu] table")
     unknown = set(fmu) - {"model_name", "description", "guest_image", "machine",
-                          "qemu_system", "channel"}
+                          "qemu_system", "channel", "initrd", "kernel_cmdline"}
     if unknown:
         raise BuildError(f"{path}: [fmu] has unknown keys {sorted(unknown)}")
     unknown = set(config) - {"fmu", "input", "output"}
@@ -97,7 +101,12 @@ def load_config(path: Path) -> tuple[dict, SignalSet]:
                          f"({MODEL_NAME.pattern})")
     if "guest_image" not in fmu:
         raise BuildError(f"{path}: [fmu] guest_image is required")
+    for key in ("guest_image", "initrd", "kernel_cmdline"):
+        if key in fmu and not isinstance(fmu[key], str):
+            raise BuildError(f"{path}: [fmu] {key} must be a string")
     fmu["guest_image"] = (path.parent / fmu["guest_image"]).resolve()
+    if "initrd" in fmu:
+        fmu["initrd"] = (path.parent / fmu["initrd"]).resolve()
     try:
         signals = signals_from_config(config, RESERVED)
     except SignalConfigError as e:
@@ -167,10 +176,11 @@ def build(out: Path | None, config_path: Path | None) -> Path:
         else:
             fmu, signals = load_config(config_path)
             model = fmu["model_name"]
-            project.append(stage_guest(tmp / "stage", fmu["guest_image"]))
+            project.append(stage_guest(tmp / "stage", fmu["guest_image"],
+                                       fmu.get("initrd")))
             (tmp / "stage" / "signals.json").write_text(signals.to_json())
             project.append(tmp / "stage" / "signals.json")
-            defaults = {k: fmu[k] for k in ("machine", "qemu_system")
+            defaults = {k: fmu[k] for k in ("machine", "qemu_system", "kernel_cmdline")
                         if k in fmu and k in PARAMETERS}
             script = tmp / f"{model.lower()}_fmu.py"
             script.write_text(SCRIPT.format(

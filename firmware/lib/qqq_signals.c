@@ -559,3 +559,9 @@ void qqq_signals_put_bool(const char *name, bool v)
 {
 	put_value(name, v ? "1" : "0");
 }
+
+void qqq_signals_request_inputs(void)
+{
+	qqq_putc('?');
+	qqq_putc('\n');
+}

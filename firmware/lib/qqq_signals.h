@@ -49,6 +49,13 @@ void qqq_signals_put_real(const char *name, double v);
 void qqq_signals_put_int(const char *name, int32_t v);
 void qqq_signals_put_bool(const char *name, bool v);
 
+/*
+ * Ask the FMU for every input again (a "?" line): they arrive at the
+ * start of the next step.  For a guest that starts listening late and
+ * may have missed inputs sent before (a Linux program after boot).
+ */
+void qqq_signals_request_inputs(void);
+
 /* The conversions, exposed for tests and console output. Parsers
  * require the whole string to be the number and return 1 on success. */
 int qqq_format_real(char *buf, double v);	/* returns strlen(buf) */

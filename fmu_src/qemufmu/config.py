@@ -11,10 +11,17 @@ import os
 import shlex
 import stat
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 ACCELERATORS = ("tcg-icount", "kvm")
 MAX_ICOUNT_SHIFT = 10
+#: The guest's wall clock at simulation start unless rtc_base says otherwise:
+#: a fixed date, so that a guest reading its clock runs the same every time.
+DEFAULT_RTC_BASE = "2024-01-01T00:00:00"
+#: rtc_base's opt-in to the host's clock (UTC) at QEMU's start.
+RTC_HOST = "host"
+RTC_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 
 
 class ConfigError(ValueError):
@@ -35,6 +42,9 @@ class QemuConfig:
     step_timeout: float = 10.0
     network: bool = False
     console_file: str = ""
+    initrd: str = ""
+    kernel_cmdline: str = ""
+    rtc_base: str = DEFAULT_RTC_BASE
 
 
 def _readable_file(path: Path, what: str, param: str) -> Path:
@@ -78,6 +88,31 @@ def resolve_image(cfg: QemuConfig, resources: Path) -> Path:
                           "embedded default guest", "guest_image")
 
 
+def resolve_initrd(cfg: QemuConfig, resources: Path) -> Path | None:
+    """The initial RAM disk: the parameter, the embedded one, or none."""
+    if cfg.initrd:
+        return _readable_file(Path(cfg.initrd), "initrd", "initrd")
+    embedded = resources / "guest" / "initrd"
+    return embedded if embedded.is_file() else None
+
+
+def rtc_option(rtc_base: str) -> str:
+    """The -rtc value: the guest's wall clock starts at rtc_base (UTC) and
+    advances with QEMU's virtual clock; 'host' starts it from the host's."""
+    if rtc_base == RTC_HOST:
+        return "base=utc,clock=vm"
+    for fmt in RTC_FORMATS:
+        try:
+            when = datetime.strptime(rtc_base, fmt)
+        except ValueError:
+            continue
+        if when.year >= 1970:
+            return f"base={rtc_base},clock=vm"
+    raise ConfigError(f"rtc_base '{rtc_base}' is not a date like "
+                      f"{DEFAULT_RTC_BASE} or 2024-01-01 (UTC, from 1970), "
+                      f"nor '{RTC_HOST}' for the host's clock")
+
+
 def validate(cfg: QemuConfig) -> None:
     """Check the values that need no file system."""
     if cfg.accelerator not in ACCELERATORS:
@@ -101,10 +136,11 @@ def validate(cfg: QemuConfig) -> None:
         shlex.split(cfg.extra_args)
     except ValueError as e:
         raise ConfigError(f"extra_args cannot be split into arguments: {e}") from e
+    rtc_option(cfg.rtc_base)
 
 
 def qemu_argv(cfg: QemuConfig, binary: Path, image: Path,
-              channels: list[str]) -> list[str]:
+              channels: list[str], initrd: Path | None = None) -> list[str]:
     """The QEMU command line, without the -qqq option QemuProcess adds.
 
     Each channel is a qqq chardev on the next serial port: the first one,
@@ -117,9 +153,14 @@ def qemu_argv(cfg: QemuConfig, binary: Path, image: Path,
     serial: list[str] = []
     for name in channels:
         serial += ["-chardev", f"qqq,id={name}", "-serial", f"chardev:{name}"]
+    boot = ["-kernel", str(image)]
+    if initrd is not None:
+        boot += ["-initrd", str(initrd)]
+    if cfg.kernel_cmdline:
+        boot += ["-append", cfg.kernel_cmdline]
     return [
         str(binary), "-M", cfg.machine, "-nodefaults", "-display", "none",
-        *serial, "-kernel", str(image), *timing, "-rtc", "clock=vm",
+        *serial, *boot, *timing, "-rtc", rtc_option(cfg.rtc_base),
         "-nic", "user" if cfg.network else "none",
         *shlex.split(cfg.extra_args),
     ]

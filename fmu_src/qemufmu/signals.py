@@ -17,6 +17,9 @@ from pathlib import Path
 LINE_MAX = 120  # bytes, including the newline
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SIGNAL_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+#: A guest line asking for every input again (a guest that starts listening
+#: late, e.g. a Linux program, missed what was sent while it booted).
+RESEND_REQUEST = "?"
 TYPES = ("Real", "Integer", "Boolean")
 INT32 = range(-2**31, 2**31)
 

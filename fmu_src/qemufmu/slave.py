@@ -33,12 +33,13 @@ from .config import (
     qemu_argv,
     resolve_binary,
     resolve_image,
+    resolve_initrd,
     validate,
 )
 from .console import Console
 from .process import QemuProcess
 from .protocol import MAX_ADVANCE_NS, FramedChannel, QemuGone, StepTimeout, SyncError
-from .signals import LINE_MAX, SIGNAL_LINE, Signal, SignalSet
+from .signals import LINE_MAX, RESEND_REQUEST, SIGNAL_LINE, Signal, SignalSet
 
 CONSOLE = "console"
 KINDS = {"Real": Real, "Integer": Integer, "Boolean": Boolean, "String": String}
@@ -57,6 +58,12 @@ PARAMETERS = {
     "network": ("Boolean", "Give the guest user-mode networking"),
     "console_file": ("String", "File to write the guest console to, lines "
                                "stamped with simulation time; empty: none"),
+    "initrd": ("String", "Initial RAM disk for -initrd; empty: the embedded "
+                         "one, if any"),
+    "kernel_cmdline": ("String", "Kernel command line (-append)"),
+    "rtc_base": ("String", "Guest wall clock at simulation start, UTC "
+                           "(YYYY-MM-DDTHH:MM:SS), or 'host' for the host's "
+                           "clock"),
 }
 OUTPUTS = {
     "qemu_time": ("Real", "QEMU's virtual clock in master time (s)"),
@@ -168,6 +175,7 @@ class QemuSlave(Fmi2Slave):
         resources = Path(self.resources)
         binary = resolve_binary(cfg, resources)
         image = resolve_image(cfg, resources)
+        initrd = resolve_initrd(cfg, resources)
         self._channels = [CONSOLE]
         if self.signals and self.signals.channel != CONSOLE:
             self._channels.append(self.signals.channel)
@@ -177,8 +185,8 @@ class QemuSlave(Fmi2Slave):
         self._consoles = {0: Console(transcript)}
         self._consoles.update({i: Console() for i in range(1, len(self._channels))})
         self._step_timeout = cfg.step_timeout
-        self._qemu = QemuProcess(qemu_argv(cfg, binary, image, self._channels),
-                                 version=2)
+        self._qemu = QemuProcess(
+            qemu_argv(cfg, binary, image, self._channels, initrd), version=2)
         # QEMU says HELLO only once the machine exists and -qqq accepted the
         # configuration: a refusal surfaces here, not in the first step.
         try:
@@ -272,6 +280,9 @@ class QemuSlave(Fmi2Slave):
         """Apply a `name=value` line; False if it is console text."""
         if index != self._signal_index:
             return False
+        if line == RESEND_REQUEST:
+            self._sent = {}  # every input goes out with the next step
+            return True
         match = SIGNAL_LINE.fullmatch(line)
         if not match:
             return False
