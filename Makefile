@@ -37,6 +37,7 @@ test: fmu closed-loop
 demo: fmu closed-loop
 	@$(PY) examples/demo.py
 	@$(PY) examples/closed_loop/demo.py
+	@$(PY) examples/closed_loop/demo.py --ssp dist/closed_loop_linux.ssp --stop-time 1.5
 
 bench: qemu firmware
 	@$(PY) benchmarks/sync_cost.py

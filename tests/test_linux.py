@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,9 @@ from fmpy.fmi1 import FMICallException
 from conftest import FIRMWARE, REPO, built
 from fmi_helpers import Instance, qemu_children
 from qemufmu.config import ConfigError, QemuConfig, qemu_argv, validate
+
+sys.path.insert(0, str(REPO / "examples" / "closed_loop"))
+from run import metrics, simulate_fmpy  # noqa: E402
 
 STEP = 1e-3
 CHANGE = 2.0  # s: speed := setpoint, the error drops to zero
@@ -226,4 +230,17 @@ def test_bad_linux_parameters_fail_initialization(fmu, unzipped, params, message
     with pytest.raises(FMICallException):
         qemu.start()
     assert re.search(message, qemu.log_text()), qemu.log_text()
+    assert not qemu_children()
+
+
+def test_linux_closed_loop_settles_like_the_cortex_m_one():
+    """dist/closed_loop_linux.ssp: pi_speed against the DC motor, the
+    set-point stepping at 1 s (after the boot); the same bounds as
+    test_closed_loop's firmware loop."""
+    ssp = built(REPO / "dist" / "closed_loop_linux.ssp", "make closed-loop")
+    m = metrics(simulate_fmpy(ssp, STEP, 1.5))
+    assert m["step_time"] == pytest.approx(1.0, abs=1e-3)
+    assert m["settling_time"] < 0.15
+    assert m["overshoot_percent"] < 5
+    assert abs(m["final_error"]) < 0.1
     assert not qemu_children()

@@ -2,7 +2,9 @@
 """Build the closed-loop demo: the ECU FMU, the plant FMU and the SSP file.
 
 Writes dist/PiSpeedController.fmu (build_fmu.py --config pi_speed.toml),
-dist/DcMotor.fmu (pythonfmu) and dist/closed_loop.ssp holding both.
+dist/DcMotor.fmu (pythonfmu) and dist/closed_loop.ssp holding both; and the
+same loop with the controller as a Linux program: dist/PiSpeedLinux.fmu
+(pi_speed_linux.toml) in dist/closed_loop_linux.ssp.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ def build_plant() -> Path:
     return out
 
 
-def build_ssp(fmus: list[Path]) -> Path:
-    out = DIST / "closed_loop.ssp"
+def build_ssp(name: str, ssd: Path, fmus: list[Path]) -> Path:
+    out = DIST / f"{name}.ssp"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as ssp:
-        ssp.write(HERE / "SystemStructure.ssd", "SystemStructure.ssd")
+        ssp.write(ssd, "SystemStructure.ssd")
         for fmu in fmus:
             ssp.write(fmu, f"resources/{fmu.name}")
     return out
@@ -45,12 +47,15 @@ def build_ssp(fmus: list[Path]) -> Path:
 def main() -> int:
     try:
         ecu = build_fmu.build(None, HERE / "pi_speed.toml")
+        linux = build_fmu.build(None, HERE / "pi_speed_linux.toml")
     except build_fmu.BuildError as e:
         print(f"build.py: {e}", file=sys.stderr)
         return 1
     plant = build_plant()
-    ssp = build_ssp([ecu, plant])
-    for path in (ecu, plant, ssp):
+    ssp = build_ssp("closed_loop", HERE / "SystemStructure.ssd", [ecu, plant])
+    ssp_linux = build_ssp("closed_loop_linux", HERE / "SystemStructure_linux.ssd",
+                          [linux, plant])
+    for path in (ecu, linux, plant, ssp, ssp_linux):
         print(f"wrote {path.relative_to(REPO)} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -2,8 +2,10 @@
 """Firmware in the loop: the PI controller firmware against a DC motor.
 
 Runs dist/closed_loop.ssp (build it with examples/closed_loop/build.py)
-with fmpy and with libcosimpy, prints the step-response figures of each and
-writes a plot of set-point, motor speed and controller voltage.
+or, with --ssp dist/closed_loop_linux.ssp --stop-time 1.5, the same loop
+with the controller as a Linux program, with fmpy and with libcosimpy,
+prints the step-response figures of each and writes a plot of set-point,
+motor speed and controller voltage.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from run import metrics, simulate_fmpy, simulate_libcosim  # noqa: E402
 MASTERS = {"fmpy": simulate_fmpy, "libcosim": simulate_libcosim}
 
 
-def plot(runs: dict, path: Path) -> None:
+def plot(runs: dict, path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -40,7 +42,7 @@ def plot(runs: dict, path: Path) -> None:
     bottom.set_xlabel("simulation time (s)")
     top.legend(loc="lower right")
     bottom.legend(loc="upper right")
-    fig.suptitle("PI controller firmware (QEMU, mps2-an385) driving a DC motor")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -70,8 +72,10 @@ def main() -> int:
               f"overshoot {m['overshoot_percent']:.2f} %, "
               f"final error {m['final_error']:.2e} rad/s")
     args.out.mkdir(parents=True, exist_ok=True)
-    png = args.out / "closed_loop.png"
-    plot(runs, png)
+    png = args.out / f"{args.ssp.stem}.png"
+    guest = ("as a Linux program (QEMU, x86 pc)" if "linux" in args.ssp.stem
+             else "firmware (QEMU, mps2-an385)")
+    plot(runs, png, f"PI controller {guest} driving a DC motor")
     print(f"plot: {png}")
     return 0
 

@@ -14,11 +14,26 @@ import numpy as np
 COLUMNS = ("time", "setpoint", "speed", "voltage", "next_event_time")
 
 
+def _inline_parameters(ssp: Path):
+    """The components' inline parameter values, as fmpy wants them passed:
+    fmpy 0.3 reads a component's ParameterBindings but does not apply them."""
+    from fmpy.ssp.ssd import Parameter, ParameterSet, read_ssd
+
+    found = []
+    for component in read_ssd(str(ssp)).system.elements:
+        for binding in component.parameterBindings:
+            for values in binding.parameterValues:
+                found += [Parameter(name=f"{component.name}.{p.name}", type=p.type,
+                                    value=p.value) for p in values.parameters]
+    return ParameterSet(parameters=found) if found else None
+
+
 def simulate_fmpy(ssp: Path, step: float, stop: float) -> dict[str, np.ndarray]:
     """fmpy.ssp: a fixed-step Jacobi master over the SSP's components."""
     from fmpy.ssp.simulation import simulate_ssp
 
-    rows = simulate_ssp(str(ssp), stop_time=stop, step_size=step)
+    rows = simulate_ssp(str(ssp), stop_time=stop, step_size=step,
+                        parameter_set=_inline_parameters(ssp))
     # fmpy stamps each row with the step's start; the values are its end's.
     return {"time": rows["time"] + step, "setpoint": rows["plant.setpoint"],
             "speed": rows["plant.speed"], "voltage": rows["ecu.voltage"],
