@@ -71,11 +71,12 @@ def stage_guest(tmp: Path, image: Path, initrd: Path | None = None) -> Path:
     """The guest image (and a Linux guest's initrd) where the slave looks."""
     guest = tmp / "guest"
     guest.mkdir()
-    for src, name in ((image, "default.elf"), (initrd, "initrd")):
+    for src, name, what in ((image, "default.elf", "guest image"),
+                            (initrd, "initrd", "initrd")):
         if src is None:
             continue
         if not src.is_file():
-            raise BuildError(f"guest file {src} missing; run `make firmware`")
+            raise BuildError(f"{what} {src} missing; run `make firmware`")
         shutil.copy2(src, guest / name)
     return guest
 
