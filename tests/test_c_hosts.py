@@ -1,105 +1,25 @@
-"""The FMUs in hosts without Python: our own C master and libcosim's C API.
-
-The C programs in tests/c_hosts are compiled here with gcc and run under
-`env -i PATH=/usr/bin:/bin`: no PYTHONPATH, no Python in the process until
-the FMU's loader shim brings one.
-"""
+"""The FMUs in hosts without Python: our own C master and libcosim's C API."""
 
 from __future__ import annotations
 
 import os
 import re
 import subprocess
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, built
+from c_host import (
+    CLEAN_ENV,
+    FMUS,
+    GLIBC,
+    Unpacked,
+    compile_host,
+    run_host,
+    start,
+    values,
+)
 from fmi_helpers import Instance
-
-HOSTS = Path(__file__).resolve().parent / "c_hosts"
-CLEAN_ENV = {"PATH": "/usr/bin:/bin"}
-GLIBC = {"ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6", "libpthread.so.0",
-         "libdl.so.2", "librt.so.1", "libresolv.so.2", "libutil.so.1",
-         "libmvec.so.1"}
-FMUS = ("qemu.fmu", "PiSpeedController.fmu", "DcMotor.fmu")
-
-
-@dataclass
-class Unpacked:
-    """An FMU unpacked as a C master would, and what its XML says."""
-
-    fmu: Path
-    root: Path
-    model: str
-    guid: str
-    vrs: dict[str, int]
-
-    def load(self, slot: str) -> str:
-        return f"load {slot} {self.root} {self.model} {self.guid}\n"
-
-
-def unpack(fmu: Path, into: Path) -> Unpacked:
-    from fmpy import read_model_description
-
-    with zipfile.ZipFile(fmu) as z:
-        z.extractall(into)
-    for info in zipfile.ZipFile(fmu).infolist():   # zipfile drops modes
-        mode = info.external_attr >> 16
-        if mode:
-            (into / info.filename).chmod(mode & 0o777)
-    md = read_model_description(str(fmu))
-    return Unpacked(fmu, into, md.coSimulation.modelIdentifier, md.guid,
-                    {v.name: v.valueReference for v in md.modelVariables})
-
-
-@pytest.fixture(scope="module")
-def fmus(tmp_path_factory) -> dict[str, Unpacked]:
-    out = {}
-    for name in FMUS:
-        fmu = built(REPO / "dist" / name, "make fmu closed-loop")
-        out[name] = unpack(fmu, tmp_path_factory.mktemp(name.replace(".", "_")))
-    return out
-
-
-def compile_host(source: str, out: Path, *extra: str) -> Path:
-    subprocess.run(["gcc", "-std=gnu11", "-O1", "-Wall", "-Wextra", "-Werror",
-                    "-o", str(out), str(HOSTS / source), *extra],
-                   check=True, timeout=60)
-    return out
-
-
-@pytest.fixture(scope="module")
-def fmi2_host(tmp_path_factory) -> Path:
-    return compile_host("fmi2_host.c", tmp_path_factory.mktemp("host") / "fmi2_host",
-                        "-ldl")
-
-
-def run_host(host: Path, script: str, tmp_path: Path, env: dict | None = None,
-             timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run a fmi2_host script; a hang or a crash fails the test."""
-    path = tmp_path / "script.txt"
-    path.write_text(script)
-    done = subprocess.run([str(host), str(path)], env={**CLEAN_ENV, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout,
-                          cwd=tmp_path)
-    assert done.returncode == 0, (
-        f"host exited with {done.returncode}\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def values(out: str, slot: str, vr: int) -> list[str]:
-    return re.findall(rf"^get {slot} {vr} -> 0 (.*)$", out, re.M)
-
-
-def start(u: Unpacked, slot: str, logging: int = 0, **params: str) -> str:
-    script = u.load(slot) + f"inst {slot} {logging}\nsetup {slot} 0\nenter {slot}\n"
-    for name, (kind, value) in params.items():
-        script += f"set {slot} {kind} {u.vrs[name]} {value}\n"
-    return script + f"exit {slot}\n"
-
 
 # -- the FMU needs glibc and a libpython, nothing else ---------------------
 

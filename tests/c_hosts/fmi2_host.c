@@ -185,8 +185,10 @@ static void run(Slot *s, double t0, double h, long n)
 int main(int argc, char **argv)
 {
     FILE *in = argc > 1 ? fopen(argv[1], "r") : stdin;
-    char line[8192], cmd[16], id[32], a[4096], b[256], c[256], d[4096];
+    char cmd[16], id[32], a[4096], b[256], c[256], d[4096];
     char resources[8300];
+    char *line = NULL;
+    size_t size = 0;
     int n;
 
     if (!in) {
@@ -194,7 +196,7 @@ int main(int argc, char **argv)
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
-    while (fgets(line, sizeof(line), in)) {
+    while (getline(&line, &size, in) >= 0) {
         line[strcspn(line, "\n")] = '\0';
         a[0] = b[0] = c[0] = d[0] = '\0';
         n = sscanf(line, "%15s %31s %4095s %255s %255s %4095[^\n]",
@@ -250,5 +252,6 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    free(line);
     return 0;
 }
