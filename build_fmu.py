@@ -6,6 +6,12 @@ With --config my_ecu.toml: a virtual-ECU FMU whose named inputs and outputs
 travel to and from the firmware as `name=value` lines (docs/signals.md).
 
 Needs `make qemu firmware` first (the Makefile's `fmu` target does both).
+
+The FMU's binary (binaries/linux64/MODEL.so) is our loader shim
+(fmu_src/loader), which starts a Python when the master has none and
+forwards to pythonfmu's export library in binaries/linux64/pythonfmu/.
+QEMU and that library carry their non-glibc shared libraries, so the FMU
+needs only glibc and a libpython from the host.
 """
 
 from __future__ import annotations
@@ -19,12 +25,19 @@ import tempfile
 import tomllib
 import uuid
 import zipfile
+import zlib
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / "fmu_src"))
+sys.path.insert(0, str(REPO))
 
+from buildlib.native import (  # noqa: E402
+    NativeBuildError,
+    build_loader,
+    make_self_contained,
+)
 from qemufmu.signals import SignalConfigError, SignalSet, signals_from_config  # noqa: E402
 from qemufmu.slave import PARAMETERS, RESERVED  # noqa: E402
 
@@ -63,8 +76,24 @@ def stage_qemu(tmp: Path) -> Path:
             raise BuildError(f"{src} missing; run `make qemu`")
         subprocess.run(["strip", "-o", str(qemu / "bin" / src.name), str(src)],
                        check=True)
+    make_self_contained(sorted((qemu / "bin").iterdir()), qemu / "lib")
     shutil.copytree(QEMU_BUILD / "share", qemu / "share")
     return qemu
+
+
+def stage_binaries(tmp: Path) -> Path:
+    """binaries/linux64: the loader shim and pythonfmu's export library."""
+    from pythonfmu.builder import HERE as PYTHONFMU
+
+    linux64 = tmp / "linux64"
+    bridge = linux64 / "pythonfmu"
+    bridge.mkdir(parents=True)
+    build_loader(linux64 / "loader.so")
+    export = bridge / "libpythonfmu-export.so"
+    shutil.copyfile(PYTHONFMU / "resources" / "binaries" / "linux64" / export.name,
+                    export)
+    make_self_contained([export], bridge)
+    return linux64
 
 
 def stage_guest(tmp: Path, image: Path, initrd: Path | None = None) -> Path:
@@ -145,19 +174,45 @@ def fix_model_description(xml: bytes, digest: str, units: dict[str, str]) -> byt
     return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
 
 
+def _entries(raw: Path, linux64: Path) -> dict[str, tuple[bytes, int]]:
+    """Name -> (data, unix mode) of every file the FMU holds.
+
+    pythonfmu's binaries are replaced: linux64 gets the loader shim under
+    the model's name and the export library beside it; win64 goes, since
+    the Linux QEMU inside cannot run there.
+    """
+    entries = {}
+    with zipfile.ZipFile(raw) as src:
+        model_binary = None
+        for info in src.infolist():
+            if info.filename.startswith("binaries/"):
+                if info.filename.startswith("binaries/linux64/"):
+                    model_binary = info.filename
+                continue
+            entries[info.filename] = (src.read(info), info.external_attr >> 16)
+    if model_binary is None:
+        raise BuildError("pythonfmu wrote no linux64 binary")
+    entries[model_binary] = ((linux64 / "loader.so").read_bytes(), 0o100755)
+    for path in sorted((linux64 / "pythonfmu").iterdir()):
+        entries[f"binaries/linux64/pythonfmu/{path.name}"] = (
+            path.read_bytes(), 0o100755)
+    return entries
+
+
 def repack(raw: Path, out: Path, units: dict[str, str]) -> None:
-    """Rewrite pythonfmu's archive: fixed XML, fixed dates, compressed."""
+    """Rewrite pythonfmu's archive: our binaries, fixed XML and dates, compressed."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(raw) as src, zipfile.ZipFile(
-            out, "w", zipfile.ZIP_DEFLATED) as dst:
-        digest = "".join(f"{i.filename}:{i.CRC}" for i in src.infolist()
-                         if i.filename != "modelDescription.xml")
-        for info in sorted(src.infolist(), key=lambda i: i.filename):
-            data = src.read(info)
-            if info.filename == "modelDescription.xml":
+    with tempfile.TemporaryDirectory(prefix="qemu-fmu-native-") as tmp:
+        entries = _entries(raw, stage_binaries(Path(tmp)))
+    digest = "".join(f"{name}:{zlib.crc32(data)}"
+                     for name, (data, _) in sorted(entries.items())
+                     if name != "modelDescription.xml")
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for name, (data, mode) in sorted(entries.items()):
+            if name == "modelDescription.xml":
                 data = fix_model_description(data, digest, units)
-            entry = zipfile.ZipInfo(info.filename, date_time=(2026, 1, 1, 0, 0, 0))
-            entry.external_attr = info.external_attr
+            entry = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+            entry.external_attr = mode << 16
             entry.compress_type = zipfile.ZIP_DEFLATED
             dst.writestr(entry, data)
 
@@ -210,7 +265,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         out = build(args.output, args.config)
-    except BuildError as e:
+    except (BuildError, NativeBuildError) as e:
         print(f"build_fmu.py: {e}", file=sys.stderr)
         return 1
     shown = out.relative_to(REPO) if out.resolve().is_relative_to(REPO) else out

@@ -69,3 +69,26 @@ def unzipped(fmu, tmp_path_factory) -> Path:
     """The FMU extracted once, as a master would."""
     from fmpy import extract
     return Path(extract(str(fmu), str(tmp_path_factory.mktemp("fmu"))))
+
+
+# -- the C master of tests/c_host.py ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fmus(tmp_path_factory) -> dict:
+    """Every built FMU unpacked as a C master would (c_host.Unpacked)."""
+    from c_host import FMUS, unpack
+
+    out = {}
+    for name in FMUS:
+        fmu = built(REPO / "dist" / name, "make fmu closed-loop")
+        out[name] = unpack(fmu, tmp_path_factory.mktemp(name.replace(".", "_")))
+    return out
+
+
+@pytest.fixture(scope="session")
+def fmi2_host(tmp_path_factory) -> Path:
+    """tests/c_hosts/fmi2_host.c, compiled."""
+    from c_host import compile_host
+    return compile_host("fmi2_host.c", tmp_path_factory.mktemp("host") / "fmi2_host",
+                        "-ldl")

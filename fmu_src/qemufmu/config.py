@@ -48,6 +48,9 @@ class QemuConfig:
 
 
 def _readable_file(path: Path, what: str, param: str) -> Path:
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory, not a file "
+                          f"(parameter {param})")
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist (parameter {param})")
     if not os.access(path, os.R_OK):

@@ -3,13 +3,16 @@
 QEMU inherits exactly one descriptor, its end of the synchronization
 socket, and never runs through a shell.  It leaves with us however we go:
 closing our end makes it exit, it gets SIGKILL if the thread that started it
-dies (parent-death signal), it lives in a process group of its own that
-``kill`` ends as a whole, and a finalizer reaps it if the owner forgets.
+dies (``-qqq ...,parent=PID`` sets the parent-death signal inside QEMU), it
+lives in a session and process group of its own that ``kill`` ends as a
+whole, and a finalizer reaps it if the owner forgets.
+
+No code of ours runs between fork and exec: the masters that load the FMU
+run threads, and Python documents ``preexec_fn`` as unsafe there.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -18,15 +21,6 @@ import weakref
 from collections.abc import Sequence
 
 from .protocol import FramedChannel, SyncChannel
-
-_PR_SET_PDEATHSIG = 1
-# Looked up now: between fork and exec a threaded master must not dlopen.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _child_setup() -> None:
-    """Runs in the child between fork and exec."""
-    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 def _reap(popen: subprocess.Popen, grace: float) -> None:
@@ -62,11 +56,14 @@ class QemuProcess:
         self._stderr = tempfile.TemporaryFile()
         try:
             fd = theirs.fileno()
+            qqq = f"sock={fd},parent={os.getpid()}"
+            if version == 2:
+                qqq += ",version=2"
             self.popen = subprocess.Popen(
-                [*argv, "-qqq", f"sock={fd}" + (",version=2" if version == 2 else "")],
+                [*argv, "-qqq", qqq],
                 pass_fds=(fd,), close_fds=True, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=self._stderr,
-                process_group=0, preexec_fn=_child_setup, env=env, cwd=cwd)
+                start_new_session=True, env=env, cwd=cwd)
         except BaseException:
             self.channel.close()
             self._stderr.close()

@@ -5,6 +5,12 @@ starts QEMU, termination closes its socket.  Guest I/O travels on qqq data
 channels: the console (the guest's first UART) as String variables, and,
 for FMUs built with a signal configuration, named Real/Integer/Boolean
 variables as `name=value` lines (docs/signals.md).
+
+No hook raises: pythonfmu would turn an exception into fmi2Fatal, lose its
+message and go on using the slave it freed.  A failure is logged with the
+status the call must return (Error for a misuse, Discard when the
+simulation ended), and the FMU's loader shim (fmu_src/loader) returns the
+worst status logged during the call.
 """
 
 from __future__ import annotations
@@ -81,6 +87,10 @@ INPUTS = {
 }
 RESERVED = set(PARAMETERS) | set(OUTPUTS) | set(INPUTS)
 
+#: console_in bytes one step can carry: a frame holds 16 MiB, and the rest
+#: leaves room for the frame's fields and the signal lines.
+CONSOLE_IN_MAX = 16 * 1024 * 1024 - 64 * 1024
+
 
 def _keep_module_namespace(cls: type) -> None:
     """Work around pythonfmu 0.7's loader, which releases one reference to
@@ -133,6 +143,9 @@ class QemuSlave(Fmi2Slave):
         self._channels: list[str] = []
         self._signal_index: int | None = None  # channel carrying the signals
         self._sent: dict[str, object] = {}
+        self._console_sent = ""
+        self._time = 0.0        # where the next step must start
+        self._initialized = False
         self._failed = False
 
     def _register(self, kind: str, name: str, description: str,
@@ -167,7 +180,10 @@ class QemuSlave(Fmi2Slave):
             self._start()
         except (ConfigError, SyncError, OSError) as e:
             self._fail(f"cannot start QEMU: {e}")
-            raise RuntimeError(f"cannot start QEMU: {e}") from None
+        except Exception as e:  # a bug: still never leave QEMU behind
+            self._fail(f"cannot start QEMU: internal error {e!r}")
+        else:
+            self._initialized = True
 
     def _start(self) -> None:
         cfg = QemuConfig(**{name: getattr(self, name) for name in PARAMETERS})
@@ -198,7 +214,9 @@ class QemuSlave(Fmi2Slave):
                             f"{self._channels}; do extra_args add -chardev qqq?")
         self._clock = StepClock(self._start_time)
         self.qemu_time = self._start_time
+        self._time = self._start_time
         self._sent = {}
+        self._console_sent = ""
         self.log(f"QEMU {self._qemu.pid} started: {' '.join(self._qemu.popen.args)}")
 
     @property
@@ -206,37 +224,54 @@ class QemuSlave(Fmi2Slave):
         return self._qemu.channel
 
     def do_step(self, current_time: float, step_size: float) -> bool:
+        if not self._initialized:
+            self.log("fmi2DoStep before initialization ended"
+                     + (" (it failed)" if self._failed else ""), Fmi2Status.error)
+            return False
         if self._failed or self._qemu is None or self._clock is None:
-            self.log("do_step after a failure or before initialization",
+            self.log("fmi2DoStep after a failure ended the simulation (see "
+                     "the error before)", Fmi2Status.error)
+            return False
+        # Only fmi2SetFMUstate may move the FMU's time; 1 ns is QEMU's grain.
+        if abs(current_time - self._time) > 1e-9 + 1e-12 * abs(current_time):
+            self.log(f"fmi2DoStep at t={current_time!r} s, but the FMU is at "
+                     f"t={self._time!r} s; steps must follow each other",
                      Fmi2Status.error)
             return False
         try:
-            return self._step(current_time, step_size)
+            ok = self._step(current_time, step_size)
         except Exception as e:  # never leave QEMU behind on a surprise
-            self._fail(f"step at t={current_time:g} s failed: {e!r}")
+            self._fail(f"step at t={current_time:g} s failed: {e!r}",
+                       Fmi2Status.discard)
             return False
+        if ok:
+            self._time = current_time + step_size
+        return ok
 
     def _step(self, t: float, h: float) -> bool:
+        ended = Fmi2Status.discard
         if not (math.isfinite(h) and h > 0):
-            self._fail(f"step size {h!r} at t={t:g} s: must be finite and > 0")
+            self._fail(f"step size {h!r} at t={t:g} s: must be finite and > 0",
+                       ended)
             return False
         advance = self._clock.advance_for(t + h)
         if advance > MAX_ADVANCE_NS:
             self._fail(f"step of {h:g} s at t={t:g} s exceeds the protocol's "
-                       f"limit of {MAX_ADVANCE_NS * 1e-9:g} s per step")
+                       f"limit of {MAX_ADVANCE_NS * 1e-9:g} s per step", ended)
             return False
         inputs = self._inputs()
         if advance or inputs:
             try:
                 reply = self.channel.advance(advance, inputs, self._step_timeout)
             except StepTimeout as e:
-                self._fail(f"step at t={t:g} s: {e}; QEMU killed")
+                self._fail(f"step at t={t:g} s: {e}; QEMU killed", ended)
                 return False
             except QemuGone:
                 how = self._qemu.explain_exit()
                 if self._qemu.poll() == 0:
                     how += " (the guest powered off)"
-                self._fail(f"QEMU ended during the step at t={t:g} s: {how}")
+                self._fail(f"QEMU ended during the step at t={t:g} s: {how}",
+                           ended)
                 return False
             self._clock.record(reply.elapsed_ns)
             self.sync_steps += advance > 0
@@ -252,10 +287,16 @@ class QemuSlave(Fmi2Slave):
     # -- guest I/O --------------------------------------------------------
 
     def _inputs(self) -> dict[int, bytes]:
-        """The bytes each channel sends at the start of this step."""
+        """The bytes each channel sends at the start of this step.
+
+        Like the signal inputs, console_in is sent when its value differs
+        from the previous step's: a value set once reaches the guest once.
+        """
         data: dict[int, bytes] = {}
-        if self.console_in:
-            data[0] = self.console_in.encode()
+        if self.console_in != self._console_sent:
+            if self.console_in:
+                data[0] = self.console_in.encode()
+            self._console_sent = self.console_in
         if self.signals:
             lines = []
             for signal in self.signals.inputs:
@@ -303,13 +344,79 @@ class QemuSlave(Fmi2Slave):
                      "ignored", Fmi2Status.warning, category="logGuestSignals")
         return True
 
+    # -- variable access --------------------------------------------------
+    # pythonfmu's accessors raise on a bad value reference (fmi2Fatal); these
+    # log an Error and leave the instance usable.
+
+    def _variable(self, vr: int, kind: type, setting: bool):
+        var = self.vars.get(vr)
+        problem = None
+        if var is None:
+            problem = "does not exist"
+        elif not isinstance(var, kind):
+            problem = f"is a {type(var).__name__}, not a {kind.__name__}"
+        elif setting and var.causality == Fmi2Causality.output:
+            problem = f"is the output {var.name}; outputs cannot be set"
+        elif (setting and var.causality == Fmi2Causality.parameter
+              and (self._initialized or self._failed)):
+            problem = (f"is the parameter {var.name}, fixed once "
+                       "initialization has ended")
+        if problem:
+            verb = "set" if setting else "get"
+            self.log(f"cannot {verb} variable {vr}: it {problem}", Fmi2Status.error)
+            return None
+        return var
+
+    def _get(self, vrs: list[int], kind: type, default: object) -> list:
+        values = []
+        for vr in vrs:
+            var = self._variable(vr, kind, False)
+            values.append(default if var is None else var.getter())
+        return values
+
+    def _set(self, vrs: list[int], values: list, kind: type) -> None:
+        for vr, value in zip(vrs, values, strict=False):
+            var = self._variable(vr, kind, True)
+            if var is None:
+                continue
+            if var.name == "console_in" and len(value.encode()) > CONSOLE_IN_MAX:
+                self.log(f"console_in of {len(value.encode())} bytes refused: a "
+                         f"step carries at most {CONSOLE_IN_MAX}; split it over "
+                         "steps", Fmi2Status.error)
+                continue
+            var.setter(value)
+
+    def get_real(self, vrs):
+        return [float(v) for v in self._get(vrs, Real, 0.0)]
+
+    def get_integer(self, vrs):
+        return [int(v) for v in self._get(vrs, Integer, 0)]
+
+    def get_boolean(self, vrs):
+        return [bool(v) for v in self._get(vrs, Boolean, False)]
+
+    def get_string(self, vrs):
+        return [str(v) for v in self._get(vrs, String, "")]
+
+    def set_real(self, vrs, values):
+        self._set(vrs, values, Real)
+
+    def set_integer(self, vrs, values):
+        self._set(vrs, values, Integer)
+
+    def set_boolean(self, vrs, values):
+        self._set(vrs, values, Boolean)
+
+    def set_string(self, vrs, values):
+        self._set(vrs, values, String)
+
     # -- ending -----------------------------------------------------------
 
     def terminate(self) -> None:
         self._shutdown()
 
-    def _fail(self, message: str) -> None:
-        self.log(message, Fmi2Status.error)
+    def _fail(self, message: str, status: Fmi2Status = Fmi2Status.error) -> None:
+        self.log(message, status)
         self._failed = True
         self._shutdown(kill=True)
 

@@ -35,6 +35,7 @@ GByteArray *qqq_channel_output(int index);
 /* qqq-wire.c: one side of the socket, either version. */
 typedef struct QqqWire {
     int fd;
+    int parent_fd;      /* pidfd of the simulator's process, or -1 */
     int version;
     GByteArray *buf;
 } QqqWire;

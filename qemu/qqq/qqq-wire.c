@@ -15,6 +15,7 @@
  */
 
 #include "qemu/osdep.h"
+#include <poll.h>
 #include "qemu/bswap.h"
 #include "qemu/error-report.h"
 #include "qemu/timer.h"
@@ -33,6 +34,30 @@ static void G_NORETURN G_GNUC_PRINTF(1, 2) qqq_malformed(const char *fmt, ...)
 }
 
 /*
+ * Wait until the socket has something to read.  False if the simulator's
+ * process (parent=PID) ended first: a child it forked may hold the socket
+ * open, and nobody would ever write to it again.
+ */
+static bool wire_wait(QqqWire *w)
+{
+    struct pollfd fds[2] = {
+        { .fd = w->fd, .events = POLLIN },
+        { .fd = w->parent_fd, .events = POLLIN },
+    };
+
+    if (w->parent_fd < 0) {
+        return true;
+    }
+    while (poll(fds, 2, -1) < 0) {
+        if (errno != EINTR) {
+            return true;    /* let recv report it */
+        }
+    }
+    return !(fds[1].revents & (POLLIN | POLLHUP | POLLERR)) ||
+           (fds[0].revents & POLLIN);
+}
+
+/*
  * Read exactly len bytes.  Returns false if the stream ends (or breaks)
  * before the first byte of a frame; ending inside a frame is malformed,
  * except in version 1, whose messages have no frame to be inside of.
@@ -42,8 +67,12 @@ static bool wire_recv(QqqWire *w, void *buf, size_t len, bool frame_start)
     size_t done = 0;
 
     while (done < len) {
-        ssize_t n = recv(w->fd, (char *)buf + done, len - done, 0);
+        ssize_t n;
 
+        if (!wire_wait(w)) {
+            return false;
+        }
+        n = recv(w->fd, (char *)buf + done, len - done, 0);
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -258,8 +287,14 @@ bool qqq_wire_send_reply(QqqWire *w, uint64_t elapsed_ns,
 
 bool qqq_wire_peer_gone(QqqWire *w)
 {
+    struct pollfd parent = { .fd = w->parent_fd, .events = POLLIN };
     char c;
-    ssize_t n = recv(w->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    ssize_t n;
+
+    if (w->parent_fd >= 0 && poll(&parent, 1, 0) > 0) {
+        return true;
+    }
+    n = recv(w->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
                       errno != EINTR);

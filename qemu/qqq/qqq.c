@@ -27,6 +27,7 @@
  */
 
 #include "qemu/osdep.h"
+#include <sys/syscall.h>
 #include "qemu/config-file.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
@@ -61,7 +62,9 @@ typedef struct QqqState {
     int64_t target_ns;      /* T(k-1) + A(k): where the running step ends */
 } QqqState;
 
-static QqqState qqq = { .wire = { .fd = -1, .version = QQQ_BASE_VERSION } };
+static QqqState qqq = {
+    .wire = { .fd = -1, .parent_fd = -1, .version = QQQ_BASE_VERSION },
+};
 
 static QemuOptsList qqq_opts = {
     .name = "qqq",
@@ -75,10 +78,46 @@ static QemuOptsList qqq_opts = {
             .name = "version",
             .type = QEMU_OPT_NUMBER,
             .help = "1: the base protocol (default), 2: framed extension",
+        }, {
+            .name = "parent",
+            .type = QEMU_OPT_NUMBER,
+            .help = "exit when this process (the simulator) ends",
         },
         { /* end of list */ }
     },
 };
+
+/*
+ * A simulator that started QEMU wants it gone when the simulator's process
+ * goes, even if someone else still holds the socket (a child it forked
+ * without exec keeps it open).  The parent-death signal would fire when
+ * the *thread* that started QEMU ends, which masters with worker pools
+ * (libcosim) do mid-run, so QEMU holds a pidfd of the process instead and
+ * watches it beside the socket (qqq-wire.c).  If the parent died before
+ * this point we have already been re-parented.
+ */
+static void qqq_watch_parent(uint64_t parent)
+{
+    int fd;
+
+    if (parent == 0 || parent > INT_MAX) {
+        error_report("-qqq: parent=%" PRIu64 " is not a process id", parent);
+        exit(1);
+    }
+    fd = syscall(__NR_pidfd_open, (pid_t)parent, 0);
+    if (fd < 0 && errno != ESRCH) {
+        error_report("-qqq: cannot watch process %" PRIu64 ": %s", parent,
+                     strerror(errno));
+        exit(1);
+    }
+    if (fd < 0 || getppid() != (pid_t)parent) {
+        error_report("-qqq: process %" PRIu64 " that started QEMU is gone",
+                     parent);
+        exit(1);
+    }
+    qemu_set_cloexec(fd);
+    qqq.wire.parent_fd = fd;
+}
 
 void qqq_parse_option(const char *optarg)
 {
@@ -86,7 +125,7 @@ void qqq_parse_option(const char *optarg)
     QemuOpts *opts = qemu_opts_parse(&qqq_opts, optarg, false, &err);
 
     if (!opts) {
-        error_report("%s (-qqq takes sock=FD[,version=1|2])",
+        error_report("%s (-qqq takes sock=FD[,version=1|2][,parent=PID])",
                      error_get_pretty(err));
         exit(1);
     }
@@ -103,6 +142,9 @@ void qqq_parse_option(const char *optarg)
         error_report("-qqq: version=%d is not 1 (base protocol) or 2 "
                      "(framed)", qqq.wire.version);
         exit(1);
+    }
+    if (qemu_opt_find(opts, "parent")) {
+        qqq_watch_parent(qemu_opt_get_number(opts, "parent", 0));
     }
     qemu_opts_del(opts);
 }

@@ -1,0 +1,1 @@
+"""Build-time helpers of build_fmu.py (never shipped inside an FMU)."""
