@@ -19,7 +19,7 @@ FIRMWARE = REPO / "firmware"
 @pytest.fixture(scope="session")
 def guests() -> Path:
     """Build the guest images from source; return their directory."""
-    subprocess.run(["make", "-s", "-C", str(FIRMWARE)], check=True)
+    subprocess.run(["make", "-s", "-C", str(FIRMWARE)], check=True, timeout=300)
     return FIRMWARE / "build"
 
 

@@ -81,7 +81,8 @@ def test_model_description_declares_the_signals(echo_fmu):
     assert (v["value"].causality, v["value"].unit) == ("output", "rad/s")
     assert (v["count"].type, v["flag"].type) == ("Integer", "Boolean")
     proc = subprocess.run([str(Path(sys.executable).parent / "fmpy"), "validate",
-                           str(echo_fmu[0])], capture_output=True, text=True)
+                           str(echo_fmu[0])], capture_output=True, text=True,
+                          timeout=60)
     assert "No problems found" in proc.stdout, proc.stdout
 
 
