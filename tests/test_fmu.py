@@ -167,3 +167,21 @@ def test_many_loads_in_one_process(fmu):
         result = simulate_fmu(str(fmu), stop_time=0.01, output_interval=STEP,
                               output=["qemu_time"])
         assert result["qemu_time"][-1] == pytest.approx(0.01, abs=1e-9)
+
+
+def test_next_event_time_is_the_next_tick_or_minus_1(fmu, unzipped, guests):
+    """next_event_time: master time of the guest's next timer; -1 for a
+    guest with none pending (arm-idle enables no interrupt source)."""
+    seen = {}
+    for image in ("", str(guests / "arm-idle.elf")):
+        qemu = Instance(fmu, unzipped, guest_image=image)
+        qemu.start(start_time=2.0)
+        try:
+            for k in range(5):
+                qemu.slave.doStep(2.0 + k * 3e-4, 3e-4)
+            seen[image] = qemu.get("next_event_time")
+        finally:
+            qemu.close()
+    # The default guest's 1 ms SysTick: after 1.5 ms, the tick at 2 ms.
+    assert seen[""] == pytest.approx(2.002, abs=1e-6)
+    assert seen[str(guests / "arm-idle.elf")] == -1.0
