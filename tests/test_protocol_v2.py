@@ -91,6 +91,19 @@ def test_lookahead_is_the_guests_next_timer(guests):
             now += step
             # At a tick instant the next one is a whole period away, not 0.
             assert reply.lookahead_ns == ((phase - now) % MS or MS), now
+        # Nanosecond steps across ticks: the lookahead counts down to 1, then
+        # is a whole period (never 0, never more than a period).  A constant
+        # error would shift the phase above too, but not this range.
+        for _ in range(3):
+            gap = (phase - now) % MS or MS
+            qemu.channel.advance(gap - 3, timeout=T)
+            now += gap - 3
+            seen = []
+            for _ in range(6):
+                seen.append(qemu.channel.advance(1, timeout=T).lookahead_ns)
+                now += 1
+            assert seen == [2, 1, MS, MS - 1, MS - 2, MS - 3], seen
+        reply = qemu.channel.advance(MS // 3, timeout=T)
         # Jumping straight to the deadline finds the guest's next tick there.
         before = qemu.channel.advance(reply.lookahead_ns - 1, timeout=T)
         at = qemu.channel.advance(1 + 20_000, timeout=T)
