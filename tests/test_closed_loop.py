@@ -106,6 +106,16 @@ def test_the_controller_settles(runs, plant):
     assert abs(m["final_error"]) < 1e-3 * plant["step_value"]
 
 
+def test_a_response_not_settled_by_the_end_has_no_settling_time(runs, plant):
+    """metrics() of a run cut off before the speed settles (the demo with a
+    short --stop-time) says NaN, where it used to fail with an IndexError."""
+    full = runs[("fmpy", 0)]
+    end = np.searchsorted(full["time"], plant["step_time"] + 0.02)
+    cut = {column: values[:end] for column, values in full.items()}
+    assert np.isnan(metrics(cut)["settling_time"])
+    assert not np.isnan(metrics(full)["settling_time"])
+
+
 def test_step_size_does_not_move_the_sample_instants(runs, plant):
     """The firmware samples on its own SysTick: the same instants whatever
     the master's step, and a response within one sample period's effect."""
