@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -182,29 +181,41 @@ def test_terminate_lets_qemu_exit_and_kills_it_after_1_s(fmu, unzipped):
     assert "QEMU exited with status -9" in logs[1]
 
 
-def test_parent_death_signal_alone_stops_qemu(fmu, unzipped):
-    """The thread that started QEMU ends while the process, and with it
-    QEMU's socket, lives on: QEMU gets SIGKILL all the same."""
-    qemu = Instance(fmu, unzipped)
-    starter = threading.Thread(target=qemu.start)
-    starter.start()
-    starter.join(timeout=60)
-    assert not starter.is_alive()
-    pid, = qemu_children()
+def test_master_death_alone_stops_qemu(fmu, unzipped):
+    """The master process dies while a process it forked keeps a copy of
+    its end of the socket open, so QEMU sees no end-of-file: the
+    parent-death mechanism alone must end QEMU."""
+    master = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from fmi_helpers import Instance, qemu_children
+        from pathlib import Path
+        qemu = Instance(Path({str(fmu)!r}), Path({str(unzipped)!r}))
+        qemu.start()
+        qemu.slave.doStep(0.0, 0.001)
+        holder = os.fork()  # inherits every descriptor, the socket too
+        if holder == 0:
+            time.sleep(60)
+            os._exit(0)
+        print(qemu_children()[0], holder, flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", master],
+                            stdout=subprocess.PIPE, text=True)
+    holder = None
     try:
-        assert _wait_gone(pid, within=5.0), "QEMU outlived the thread that started it"
-        assert _exit_signal(pid) == signal.SIGKILL
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "the master did not start QEMU within 60 s"
+        qemu_pid, holder = map(int, proc.stdout.readline().split())
+        proc.kill()
+        proc.wait(timeout=10)
+        assert _wait_gone(qemu_pid, within=2.0), "QEMU outlived its master"
+        assert Path(f"/proc/{holder}").exists(), "the socket's holder died too"
     finally:
-        qemu.slave.freeInstance()
-    assert not qemu_children()
-
-
-def _exit_signal(pid: int) -> int | None:
-    """The signal that ended zombie ``pid`` (None if it exited): field 52 of
-    /proc/PID/stat is its wait status."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    status = int(stat[stat.rindex(")") + 2:].split()[49])
-    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        proc.kill()
+        proc.wait()
+        if holder:
+            os.kill(holder, signal.SIGKILL)
 
 
 def _exit_status(pid: int) -> int | None:
