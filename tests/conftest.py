@@ -6,6 +6,7 @@ import functools
 import hashlib
 import io
 import subprocess
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def qemu_sources() -> dict[str, str]:
     """sha256 of each file qemu/build.sh builds into QEMU, by path in qemu/."""
     qemu = REPO / "qemu"
     return {str(p.relative_to(qemu)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in [qemu / "hooks.patch", *(qemu / "qqq").iterdir()]}
+            for p in [qemu / "hooks.patch", *(qemu / "qqq").iterdir()]
+            if p.is_file()}
 
 
 @functools.cache
@@ -106,14 +108,17 @@ def _stale_python(fmu: zipfile.ZipFile, name: str) -> list[str]:
             if src.get(f) != shipped.get(f)]
 
 
-def _stale_qemu_binaries(fmu_path: Path, what: str) -> list[str]:
-    """QEMU files build.sh rewrote (it keeps mtimes of unchanged files)
-    after the FMU was packed."""
+def _newer_inputs(fmu_path: Path, what: str) -> list[str]:
+    """Inputs changed after the FMU was packed, judged by time stamps: QEMU
+    files (build.sh rewrites only files whose content changed) and the
+    packaging code itself (`make fmu` always repacks, so a fresh clone's
+    FMU is newer than all of it)."""
     packed = fmu_path.stat().st_mtime
     root = REPO / "build" / "qemu"
+    inputs = [*root.glob("bin/qemu-system-*"), *root.rglob("share/**/*"),
+              REPO / "build_fmu.py", *(REPO / "fmu_src" / "loader").rglob("*")]
     return [f"{what}: {p.relative_to(REPO)} is newer than the FMU"
-            for p in [*root.glob("bin/qemu-system-*"), *root.rglob("share/**/*")]
-            if p.is_file() and p.stat().st_mtime > packed]
+            for p in inputs if p.is_file() and p.stat().st_mtime > packed]
 
 
 def stale_fmu(fmu_path: Path, guest: Path, what: str,
@@ -131,7 +136,7 @@ def stale_fmu(fmu_path: Path, guest: Path, what: str,
         if z.read("resources/guest/default.elf") != guest.read_bytes():
             problems.append(f"{what}: its guest differs from "
                             f"{guest.relative_to(REPO)} built from firmware/")
-    problems += _stale_qemu_binaries(fmu_path, what)
+    problems += _newer_inputs(fmu_path, what)
     if why := stale_qemu():
         problems.append(why)
     return problems
@@ -149,6 +154,33 @@ def fmu(guests) -> Path:
     path = built(REPO / "dist" / "qemu.fmu", "make fmu")
     fail_if_stale(stale_fmu(path, guests / "arm-default.elf", "dist/qemu.fmu"),
                   "make fmu")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ssp(guests) -> Path:
+    """dist/closed_loop.ssp, checked to match its sources."""
+    from qemufmu.signals import signals_from_config
+    from qemufmu.slave import RESERVED
+
+    path = built(REPO / "dist" / "closed_loop.ssp", "make closed-loop")
+    here = REPO / "examples" / "closed_loop"
+    with zipfile.ZipFile(path) as z:
+        problems = stale_fmu(path, guests / "arm-pi.elf", "PiSpeedController.fmu",
+                             z.read("resources/PiSpeedController.fmu"))
+        ecu = z.read("resources/PiSpeedController.fmu")
+        with zipfile.ZipFile(io.BytesIO(ecu)) as e:
+            config = tomllib.loads((here / "pi_speed.toml").read_text())
+            if e.read("resources/signals.json").decode() != signals_from_config(
+                    config, RESERVED).to_json():
+                problems.append("PiSpeedController.fmu: signals differ from "
+                                "pi_speed.toml")
+        with zipfile.ZipFile(io.BytesIO(z.read("resources/DcMotor.fmu"))) as m:
+            if m.read("resources/dc_motor.py") != (here / "dc_motor.py").read_bytes():
+                problems.append("DcMotor.fmu differs from dc_motor.py")
+        if z.read("SystemStructure.ssd") != (here / "SystemStructure.ssd").read_bytes():
+            problems.append("SystemStructure.ssd differs")
+    fail_if_stale(problems, "make closed-loop")
     return path
 
 

@@ -5,19 +5,13 @@ The SSP file (make closed-loop) runs under fmpy and libcosimpy.
 
 from __future__ import annotations
 
-import io
 import re
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import built, fail_if_stale, stale_fmu
-from qemufmu.signals import signals_from_config
-from qemufmu.slave import RESERVED
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "examples" / "closed_loop"))
@@ -26,30 +20,6 @@ from run import metrics, simulate_fmpy, simulate_libcosim  # noqa: E402
 
 STOP = 0.3
 MASTERS = {"fmpy": simulate_fmpy, "libcosim": simulate_libcosim}
-
-
-@pytest.fixture(scope="module")
-def ssp(guests) -> Path:
-    """dist/closed_loop.ssp, checked to match its sources."""
-    path = built(REPO / "dist" / "closed_loop.ssp", "make closed-loop")
-    here = REPO / "examples" / "closed_loop"
-    with zipfile.ZipFile(path) as z:
-        problems = stale_fmu(path, guests / "arm-pi.elf", "PiSpeedController.fmu",
-                             z.read("resources/PiSpeedController.fmu"))
-        ecu = z.read("resources/PiSpeedController.fmu")
-        with zipfile.ZipFile(io.BytesIO(ecu)) as e:
-            config = tomllib.loads((here / "pi_speed.toml").read_text())
-            if e.read("resources/signals.json").decode() != signals_from_config(
-                    config, RESERVED).to_json():
-                problems.append("PiSpeedController.fmu: signals differ from "
-                                "pi_speed.toml")
-        with zipfile.ZipFile(io.BytesIO(z.read("resources/DcMotor.fmu"))) as m:
-            if m.read("resources/dc_motor.py") != (here / "dc_motor.py").read_bytes():
-                problems.append("DcMotor.fmu differs from dc_motor.py")
-        if z.read("SystemStructure.ssd") != (here / "SystemStructure.ssd").read_bytes():
-            problems.append("SystemStructure.ssd differs")
-    fail_if_stale(problems, "make closed-loop")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from conftest import REPO
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -30,9 +28,7 @@ def test_default_demo(fmu, tmp_path):
     assert "ticks=300" in (tmp_path / "console.txt").read_text()
 
 
-@pytest.mark.usefixtures("fmu")
-def test_closed_loop_demo(tmp_path):
-    ssp = REPO / "dist" / "closed_loop.ssp"
+def test_closed_loop_demo(ssp, tmp_path):
     out = _run("closed_loop/demo.py", "--ssp", str(ssp), "--stop-time", "0.3",
                "--out", str(tmp_path))
     for master in ("fmpy", "libcosim"):
