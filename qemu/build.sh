@@ -139,6 +139,8 @@ install_tree() {
         [ -e "$f" ] && sync_file "$(readlink -f "$f")" "$share/$(basename "$f")"
     done
     echo "$version" >"$dest/VERSION"
+    # What was built, for the test suite's stale-build check.
+    (cd "$here" && sha256sum hooks.patch qqq/*) >"$dest/SOURCES"
 }
 
 fetch_source

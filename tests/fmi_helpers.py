@@ -21,7 +21,7 @@ class Instance:
     """One instance of the FMU, its variables by name, and its log."""
 
     def __init__(self, fmu: Path, unzipdir: Path, name: str = "qemu",
-                 **params: object) -> None:
+                 logging_on: bool = True, **params: object) -> None:
         md = read_model_description(str(fmu))
         self.vars = {v.name: v for v in md.modelVariables}
         self.messages: list[tuple[int, str]] = []
@@ -33,7 +33,7 @@ class Instance:
         self._callbacks.allocateMemory = fmi2CallbackAllocateMemoryTYPE(calloc)
         self._callbacks.freeMemory = fmi2CallbackFreeMemoryTYPE(free)
         addLoggerProxy(byref(self._callbacks))
-        self.slave.instantiate(callbacks=self._callbacks, loggingOn=True)
+        self.slave.instantiate(callbacks=self._callbacks, loggingOn=logging_on)
         self.params = params
 
     def _log(self, env, instance, status, category, message) -> None:
@@ -75,9 +75,11 @@ class Instance:
         self.slave.freeInstance()
 
 
-def qemu_children() -> list[int]:
-    """PIDs of QEMU processes whose parent is this process."""
-    me, found = os.getpid(), []
+def children(parent: int | None = None) -> dict[int, str]:
+    """{pid: command name} of the children of ``parent`` (default: this
+    process), zombies included: an unreaped child is a leak too."""
+    parent = os.getpid() if parent is None else parent
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -87,9 +89,15 @@ def qemu_children() -> list[int]:
             continue
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
         ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if ppid == me and comm.startswith("qemu-system"):
-            found.append(int(entry))
+        if ppid == parent:
+            found[int(entry)] = comm
     return found
+
+
+def qemu_children() -> list[int]:
+    """PIDs of QEMU processes whose parent is this process."""
+    return [pid for pid, comm in children().items()
+            if comm.startswith("qemu-system")]
 
 
 def open_descriptors() -> int:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fmpy import simulate_fmu
 
@@ -40,8 +41,14 @@ def test_simulate_fmu(fmu):
                           output=["qemu_time", "sync_steps", "console_bytes"])
     assert result["qemu_time"][-1] == pytest.approx(STOP, abs=1e-6)
     assert abs(result["qemu_time"] - result["time"]).max() <= 1e-6
-    # The default firmware prints a line every 100 ms of its own time.
-    assert result["console_bytes"][-1] > 0
+    # The default firmware (ticks.c, REPORT_EVERY=100) prints "boot", then
+    # "ticks=N" when its N-th 1 ms SysTick has fired: N = 100, 200, ... 900
+    # by t = 1 s (tick 1000 is handled just after the last step ends).
+    printed = "boot\n" + "".join(f"ticks={n}\n" for n in range(100, 1000, 100))
+    assert result["console_bytes"][-1] == len(printed)
+    grew = result["time"][np.flatnonzero(np.diff(result["console_bytes"])) + 1]
+    # "boot" in the first step, then each report in the step covering its tick.
+    assert np.allclose(grew, [0.001, *np.arange(0.101, 1.0, 0.1)])
     assert not qemu_children()
 
 
@@ -160,3 +167,21 @@ def test_many_loads_in_one_process(fmu):
         result = simulate_fmu(str(fmu), stop_time=0.01, output_interval=STEP,
                               output=["qemu_time"])
         assert result["qemu_time"][-1] == pytest.approx(0.01, abs=1e-9)
+
+
+def test_next_event_time_is_the_next_tick_or_minus_1(fmu, unzipped, guests):
+    """next_event_time: master time of the guest's next timer; -1 for a
+    guest with none pending (arm-idle enables no interrupt source)."""
+    seen = {}
+    for image in ("", str(guests / "arm-idle.elf")):
+        qemu = Instance(fmu, unzipped, guest_image=image)
+        qemu.start(start_time=2.0)
+        try:
+            for k in range(5):
+                qemu.slave.doStep(2.0 + k * 3e-4, 3e-4)
+            seen[image] = qemu.get("next_event_time")
+        finally:
+            qemu.close()
+    # The default guest's 1 ms SysTick: after 1.5 ms, the tick at 2 ms.
+    assert seen[""] == pytest.approx(2.002, abs=1e-6)
+    assert seen[str(guests / "arm-idle.elf")] == -1.0

@@ -15,6 +15,7 @@ import time
 
 import pytest
 from fmpy.fmi1 import FMICallException
+from fmpy.fmi2 import fmi2Discard, fmi2Terminated
 
 from fmi_helpers import Instance, qemu_children
 
@@ -31,7 +32,9 @@ def _assert_step_fails(qemu: Instance, t: float, h: float, message: str,
     start = time.monotonic()
     with pytest.raises(FMICallException) as failure:
         qemu.slave.doStep(t, h)
-    assert failure.value.status in (2, 3)  # discard or error
+    # README: fmi2Discard, with the terminated flag: the master must stop.
+    assert failure.value.status == fmi2Discard
+    assert qemu.slave.getBooleanStatus(fmi2Terminated)
     assert time.monotonic() - start < within
     assert re.search(message, qemu.log_text()), qemu.log_text()
     assert not qemu_children()
@@ -109,10 +112,12 @@ def test_guest_power_off(fmu, unzipped, guests):
     qemu = Instance(fmu, unzipped, **x86(guests, "x86-poweroff.elf"))
     qemu.start()
     t = 0.0
-    with pytest.raises(FMICallException):
+    with pytest.raises(FMICallException) as failure:
         for _ in range(10_000):
             qemu.slave.doStep(t, 0.01)
             t += 0.01
+    assert failure.value.status == fmi2Discard
+    assert qemu.slave.getBooleanStatus(fmi2Terminated)
     assert re.search(r"guest powered off", qemu.log_text()), qemu.log_text()
     assert not qemu_children()
 

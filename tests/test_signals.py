@@ -6,8 +6,12 @@ receives; console_in therefore lets a test put any line in the guest's mouth.
 
 from __future__ import annotations
 
+import os
+import shutil
+import struct
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -77,7 +81,8 @@ def test_model_description_declares_the_signals(echo_fmu):
     assert (v["value"].causality, v["value"].unit) == ("output", "rad/s")
     assert (v["count"].type, v["flag"].type) == ("Integer", "Boolean")
     proc = subprocess.run([str(Path(sys.executable).parent / "fmpy"), "validate",
-                           str(echo_fmu[0])], capture_output=True, text=True)
+                           str(echo_fmu[0])], capture_output=True, text=True,
+                          timeout=60)
     assert "No problems found" in proc.stdout, proc.stdout
 
 
@@ -131,22 +136,27 @@ def test_inputs_are_sent_when_they_change(echo_fmu):
     assert float(sent[2].split("=")[1]) == 0.1 + 0.2  # exact round trip
 
 
-@pytest.mark.parametrize("change,message", [
-    ('model_name = "EchoEcu"', 'model_name = "9lives"'),
-    ('type = "Integer"', 'type = "Complex"'),
-    ('name = "count"', 'name = "value"'),
-    ('name = "count"', 'name = "qemu_time"'),
-    ('name = "count"', 'name = "bad name"'),
-    ('unit = "V"', 'unit = "V"\nspeed = 3'),
-    ('start = false', 'start = "maybe"'),
+@pytest.mark.parametrize("change,message,names", [
+    ('model_name = "EchoEcu"', 'model_name = "9lives"',
+     "[fmu] model_name must be an identifier"),
+    ('type = "Integer"', 'type = "Complex"',
+     "[[output]] #2: type 'Complex' is not one of Real, Integer, Boolean"),
+    ('name = "count"', 'name = "value"', "[[output]] #2: name 'value' is already used"),
+    ('name = "count"', 'name = "qemu_time"',
+     "[[output]] #2: name 'qemu_time' is already used"),
+    ('name = "count"', 'name = "bad name"',
+     "[[output]] #2: name 'bad name' must match"),
+    ('unit = "V"', 'unit = "V"\nspeed = 3', "[[input]] #1: unknown keys ['speed']"),
+    ('start = false', 'start = "maybe"', "[[output]] #3: start: 'maybe' is not 0 or 1"),
 ])
 def test_bad_configurations_fail_the_build_with_one_line(tmp_path, guests, change,
-                                                         message):
+                                                         message, names):
     text = CONFIG.format(image=guests / "arm-lineecho.elf").replace(change, message)
     proc = build(tmp_path, text)
     assert proc.returncode == 1
     assert proc.stderr.startswith("build_fmu.py: ")
     assert proc.stderr.count("\n") == 1, proc.stderr
+    assert names in proc.stderr, proc.stderr
     assert not (tmp_path / "ecu.fmu").exists()
 
 
@@ -161,4 +171,153 @@ def test_missing_guest_image_fails_the_build(tmp_path):
 def test_real_lines_round_trip_exactly(value):
     signal = Signal("x", "Real", "input")
     name, text = signal.format(value).rstrip("\n").split("=")
-    assert name == "x" and signal.parse(text) == value
+    # Bit for bit: == would take -0.0 for 0.0.
+    assert name == "x"
+    assert struct.pack("<d", signal.parse(text)) == struct.pack("<d", value)
+
+
+# -- the line protocol's edges, typed inputs, and the [fmu] keys -------------
+
+def _stepper(ecu: Instance):
+    t = 0.0
+
+    def step(text: str = "") -> str:
+        nonlocal t
+        ecu.set("console_in", text)
+        ecu.slave.doStep(t, STEP)
+        t += STEP
+        return ecu.get("console")
+    return step
+
+
+def test_crlf_and_the_exact_line_limit(echo_fmu):
+    """`\\r\\n` ends a line like `\\n`; 120 bytes with the newline is the
+    longest line taken, 121 is refused (docs/signals.md)."""
+    ecu = Instance(*echo_fmu)
+    ecu.start()
+    step = _stepper(ecu)
+    longest = "value=" + "0" * 112 + "7\n"
+    too_long = "value=" + "0" * 113 + "8\n"
+    assert (len(longest), len(too_long)) == (120, 121)
+    try:
+        step()
+        step("value=2.5\r\ncount=3\r\nflag=1\r\n")
+        assert (ecu.get("value"), ecu.get("count"), ecu.get("flag")) == (2.5, 3, 1)
+        step(longest)
+        assert ecu.get("value") == 7.0
+        step(too_long)
+        assert ecu.get("value") == 7.0
+        assert "longer than 120 bytes" in ecu.log_text()
+    finally:
+        ecu.close()
+
+
+TYPED = """
+[fmu]
+model_name = "{model}"
+guest_image = "{image}"
+{extra}
+
+[[input]]
+name = "level"
+type = "Integer"
+start = 3
+
+[[input]]
+name = "enable"
+type = "Boolean"
+start = true
+
+[[output]]
+name = "value"
+type = "Real"
+"""
+
+
+def _build(tmp: Path, extra: str, image: Path, model: str) -> tuple[Path, Path]:
+    """An FMU with a model name of its own: pythonfmu cannot load two FMUs
+    whose slave scripts share a name in one process."""
+    proc = build(tmp, TYPED.format(image=image, extra=extra, model=model))
+    assert proc.returncode == 0, proc.stderr
+    return tmp / "ecu.fmu", Path(extract(str(tmp / "ecu.fmu"), str(tmp / "x")))
+
+
+def test_integer_and_boolean_inputs_are_sent_when_they_change(guests, tmp_path):
+    ecu = Instance(*_build(tmp_path, "", guests / "arm-lineecho.elf", "TypedEcu"))
+    ecu.start()
+    sent = []
+    try:
+        for level, enable in [(3, True), (3, True), (-2147483648, True),
+                              (2147483647, False), (2147483647, False)]:
+            ecu.set("level", level)
+            ecu.set("enable", enable)
+            ecu.slave.doStep(len(sent) * STEP, STEP)
+            sent.append(ecu.get("console"))
+    finally:
+        ecu.close()
+    assert sent == ["level=3\nenable=1\n", "", "level=-2147483648\n",
+                    "level=2147483647\nenable=0\n", ""]
+
+
+@pytest.mark.parametrize("guest", ["arm-lineecho", "arm-lineecho1"])
+def test_channel_key_moves_the_signals_off_the_console(guests, tmp_path, guest):
+    """channel = "signals": the signals travel on a second data channel, the
+    guest's next UART (UART1), and the console (UART0) carries none.  The
+    UART1 echo guest returns the input lines there, where they are read as
+    signal lines; the UART0 echo guest returns console text, which is not."""
+    ecu = Instance(*_build(tmp_path, 'channel = "signals"',
+                           guests / f"{guest}.elf", f"Ch{guest[-1]}Ecu"))
+    ecu.start()
+    step = _stepper(ecu)
+    try:
+        pid, = qemu_children()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        console = [step(), step("value=1.5\n")]
+        log = ecu.log_text()
+        value = ecu.get("value")
+    finally:
+        ecu.close()
+    assert b"qqq,id=signals" in argv
+    if guest == "arm-lineecho1":
+        assert console == ["", ""]
+        # The echoed input came back on the signal channel, as a signal line.
+        assert "guest line 'level=3' names no output signal" in log
+        assert "guest line 'enable=1' names no output signal" in log
+    else:
+        assert console == ["", "value=1.5\n"]  # no input lines on the console
+        assert "names no output signal" not in log
+        assert "value=1.5" in log  # logged as console text, not applied
+    assert value == 0.0
+
+
+def test_machine_qemu_system_and_a_relative_guest_image(guests, tmp_path):
+    """The [fmu] keys machine and qemu_system become the parameters' start
+    values; guest_image is relative to the configuration file, not to the
+    directory build_fmu.py runs in."""
+    (tmp_path / "images").mkdir()
+    image = tmp_path / "images" / "x86-busy.elf"
+    shutil.copy(guests / "x86-busy.elf", image)
+    config = tmp_path / "cfg" / "ecu.toml"
+    config.parent.mkdir()
+    config.write_text(TYPED.format(image="../images/x86-busy.elf", extra=(
+        'machine = "pc"\nqemu_system = "x86_64"'), model="X86Ecu"))
+    proc = subprocess.run([sys.executable, str(REPO / "build_fmu.py"), "--config",
+                           str(config), "-o", str(tmp_path / "ecu.fmu")],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    fmu = tmp_path / "ecu.fmu"
+    with zipfile.ZipFile(fmu) as z:
+        assert z.read("resources/guest/default.elf") == image.read_bytes()
+    from fmpy import read_model_description
+    starts = {v.name: v.start for v in read_model_description(str(fmu)).modelVariables}
+    assert (starts["machine"], starts["qemu_system"]) == ("pc", "x86_64")
+    ecu = Instance(fmu, Path(extract(str(fmu), str(tmp_path / "x"))))
+    ecu.start()
+    try:
+        pid, = qemu_children()
+        exe = os.readlink(f"/proc/{pid}/exe")
+        ecu.slave.doStep(0.0, 0.01)
+        assert ecu.get("console") == "busy\n"
+    finally:
+        ecu.close()
+    assert exe.endswith("/resources/qemu/bin/qemu-system-x86_64")

@@ -11,6 +11,7 @@ import os
 import random
 import re
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -64,15 +65,44 @@ def test_busy_guest_at_full_rate(guests, tmp_path):
     assert "busy" in (tmp_path / "serial").read_text()
 
 
-def test_nothing_runs_before_the_first_advance(guests, tmp_path):
+def _blocked_reading(pid: int, fd: int, within: float = 30.0) -> None:
+    """Wait until QEMU's main thread sleeps in recv/read on descriptor ``fd``:
+    QEMU is up and waiting for its first advance.  Fails the test if that
+    does not happen within ``within`` seconds."""
+    reads = {0, 45}  # x86-64 read, recvfrom
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+        if fields[0].isdigit() and int(fields[0]) in reads and int(fields[1], 16) == fd:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"QEMU did not wait for an advance on fd {fd} within {within} s")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_nothing_runs_before_the_first_advance(guests, tmp_path, version):
+    """However long the simulator waits, the guest does not start before
+    the first advance (version 2: even after the HELLO exchange)."""
     serial = tmp_path / "serial"
-    with QemuProcess(arm_argv(guests / "arm-ticks.elf", serial)) as qemu:
-        time.sleep(0.5)
+    with QemuProcess(arm_argv(guests / "arm-ticks.elf", serial),
+                     version=version) as qemu:
+        if version == 2:
+            qemu.channel.hello(timeout=STEP_TIMEOUT)
+        argv = Path(f"/proc/{qemu.pid}/cmdline").read_bytes().split(b"\0")
+        sock = int(argv[argv.index(b"-qqq") + 1].split(b",")[0].split(b"=")[1])
+        _blocked_reading(qemu.pid, sock)
+        time.sleep(0.3)
         assert qemu.poll() is None
         assert serial.read_text() == "", "guest ran before the first advance"
-        assert qemu.channel.advance(0) == 0
-        assert serial.read_text() == "", "advance 0 ran the guest"
-        assert qemu.channel.advance(500) == 500
+        if version == 1:
+            assert qemu.channel.advance(0, timeout=STEP_TIMEOUT) == 0
+            assert serial.read_text() == "", "advance 0 ran the guest"
+            assert qemu.channel.advance(500, timeout=STEP_TIMEOUT) == 500
+        else:
+            assert qemu.channel.advance(0, timeout=STEP_TIMEOUT).elapsed_ns == 0
+            assert serial.read_text() == "", "advance 0 ran the guest"
+            assert qemu.channel.advance(500_000,
+                                        timeout=STEP_TIMEOUT).elapsed_ns == 500_000
         assert serial.read_text() == "boot\n"
 
 
@@ -93,21 +123,21 @@ def test_guest_timer_follows_our_clock(guests, tmp_path, pattern):
     with QemuProcess(arm_argv(guests / "arm-ticks.elf", serial)) as qemu:
         for advance in steps:
             if advance:
-                assert qemu.channel.advance(advance) == advance
+                assert qemu.channel.advance(advance, timeout=STEP_TIMEOUT) == advance
         # The tick due at the last instant is handled just after it.
         settle = (total_ms + 1) * 1000 - total_us - 1
-        qemu.channel.advance(min(settle, 20))
+        qemu.channel.advance(min(settle, 20), timeout=STEP_TIMEOUT)
     assert ticks_seen(serial) == total_ms
 
 
 def test_zero_and_maximum_advances(guests, tmp_path):
     with QemuProcess(x86_argv(guests / "x86-idle.elf", tmp_path / "s")) as qemu:
-        assert qemu.channel.advance(0) == 0
-        assert qemu.channel.advance(1000) == 1000
-        assert qemu.channel.advance(0) == 0
+        assert qemu.channel.advance(0, timeout=STEP_TIMEOUT) == 0
+        assert qemu.channel.advance(1000, timeout=STEP_TIMEOUT) == 1000
+        assert qemu.channel.advance(0, timeout=STEP_TIMEOUT) == 0
         assert qemu.channel.advance(MAX_ADVANCE_US,
                                     timeout=STEP_TIMEOUT) == MAX_ADVANCE_US
-        assert qemu.channel.advance(1) == 1
+        assert qemu.channel.advance(1, timeout=STEP_TIMEOUT) == 1
     with pytest.raises(ValueError):
         qemu.channel.send_advance(MAX_ADVANCE_US + 1)
 
@@ -129,12 +159,12 @@ def test_closing_the_socket_ends_qemu(guests, tmp_path, when):
             time.sleep(0.3)
         elif when == "mid-step":
             # 1000 s of a guest that never idles: hours of host time.
-            qemu.channel.advance(10_000)
+            qemu.channel.advance(10_000, timeout=STEP_TIMEOUT)
             qemu.channel.send_advance(1_000_000_000)
             time.sleep(0.3)
         else:
             for _ in range(20):
-                qemu.channel.advance(10_000)
+                qemu.channel.advance(10_000, timeout=STEP_TIMEOUT)
         code, seconds = _exit_time_after_close(qemu)
     finally:
         qemu.kill()
@@ -178,8 +208,8 @@ def _with_socket(argv: list[str]) -> tuple[int, str]:
 @pytest.mark.parametrize("case,expect", [
     ("no-rtc", "needs -rtc clock=vm"),
     ("no-icount", "needs -icount shift=N,sleep=off"),
-    ("sleep-on", "sleep=off"),
-    ("shift-auto", "sleep=off"),
+    ("sleep-on", "with sleep on, an idle guest waits"),
+    ("shift-auto", "needs a fixed icount shift"),
 ])
 def test_refuses_unpaceable_configurations(guests, tmp_path, case, expect):
     argv = x86_argv(guests / "x86-idle.elf", tmp_path / "s")
@@ -191,7 +221,7 @@ def test_refuses_unpaceable_configurations(guests, tmp_path, case, expect):
     elif case == "sleep-on":
         argv[argv.index("-icount") + 1] = "shift=0"
     elif case == "shift-auto":
-        argv[argv.index("-icount") + 1] = "shift=auto"
+        argv[argv.index("-icount") + 1] = "shift=auto,sleep=off"
     code, err = _with_socket(argv)
     assert code == 1
     assert expect in err
@@ -222,7 +252,7 @@ def test_refuses_descriptors_that_are_not_connected_sockets(guests, tmp_path):
     ("sock=3,bogus=1", "Invalid parameter 'bogus'"),
     ("bogus=1", "Invalid parameter 'bogus'"),
     ("", "needs sock=FD"),
-    ("sock=x", "sock"),
+    ("sock=x", "Parameter 'sock' expects a number"),
 ])
 def test_refuses_bad_suboptions(guests, tmp_path, option, expect):
     argv = x86_argv(guests / "x86-idle.elf", tmp_path / "s")
@@ -236,19 +266,95 @@ def test_refuses_bad_suboptions(guests, tmp_path, option, expect):
 @pytest.mark.parametrize("guest", ["x86-idle", "x86-busy"])
 def test_kvm_replies_cover_requests_and_drift_stays_bounded(guests, tmp_path,
                                                             guest):
-    """Under KVM host latency adds guest time; tracking absolute time bounds it."""
+    """Under KVM the clock follows the host: a reply covers at least its
+    request and at most the host time the step took (the host's latency is
+    guest time, nothing more); a zero advance is answered with zero."""
     argv = x86_argv(guests / f"{guest}.elf", tmp_path / "s", shift=None,
                     extra=("-accel", "kvm"))
     steps = log_uniform_steps(seed=11, count=500, lo_us=100, hi_us=10_000)
-    target = qemu_time = worst = 0
+    target = qemu_time = 0
     with QemuProcess(argv) as qemu:
-        for h in steps:
+        for k, h in enumerate(steps):
             target += h
+            # What the FMU does: ask for what brings QEMU to master time.
             advance = max(0, target - qemu_time)
+            start = time.monotonic_ns()
             elapsed = qemu.channel.advance(advance, timeout=STEP_TIMEOUT)
-            assert elapsed >= advance
-            worst = max(worst, elapsed - advance)
+            wall_us = (time.monotonic_ns() - start) // 1000
+            if advance == 0:
+                assert elapsed == 0, f"step {k}"
+            else:
+                assert advance <= elapsed <= max(advance, wall_us + 1), f"step {k}"
             qemu_time += elapsed
-            # The lead is one step's host latency at most: it never builds up.
-            assert qemu_time - target <= worst
-    assert abs(qemu_time - target) <= worst < 1_000_000
+
+
+def test_explicit_version_1_is_the_base_protocol(guests, tmp_path):
+    """`-qqq sock=FD,version=1`: 32-bit microseconds, no HELLO, no frames."""
+    argv = x86_argv(guests / "x86-idle.elf", tmp_path / "s")
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([*argv, "-qqq", f"sock={theirs.fileno()},version=1"],
+                            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    theirs.close()
+    ours.settimeout(STEP_TIMEOUT)
+    try:
+        for us in (0, 1, 999, 1_000_000, 1):
+            ours.sendall(struct.pack(">I", us))
+            reply = b""
+            while len(reply) < 4:
+                chunk = ours.recv(4 - len(reply))
+                assert chunk, proc.stderr.read()
+                reply += chunk
+            assert struct.unpack(">I", reply)[0] == us
+        ours.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+
+
+def test_socket_is_close_on_exec_in_qemu(guests, tmp_path):
+    """Whatever QEMU starts (a helper, a script) does not inherit it."""
+    with QemuProcess(x86_argv(guests / "x86-idle.elf", tmp_path / "s")) as qemu:
+        qemu.channel.advance(1000, timeout=STEP_TIMEOUT)  # QEMU is set up
+        argv = Path(f"/proc/{qemu.pid}/cmdline").read_bytes().split(b"\0")
+        fd = int(argv[argv.index(b"-qqq") + 1].split(b",")[0].split(b"=")[1])
+        assert os.readlink(f"/proc/{qemu.pid}/fd/{fd}").startswith("socket:")
+        flags = re.search(r"^flags:\s+(\d+)$",
+                          Path(f"/proc/{qemu.pid}/fdinfo/{fd}").read_text(), re.M)
+        assert int(flags[1], 8) & os.O_CLOEXEC
+
+
+@pytest.mark.parametrize("action", ["pause", "shutdown"])
+def test_guest_panic_ends_the_stream(guests, tmp_path, action):
+    """A guest that reports a panic (pvpanic) never reaches the next
+    synchronization point; QEMU shuts the socket rather than leave the
+    simulator waiting, whether it stops (panic=pause) or exits."""
+    serial = tmp_path / "s"
+    argv = x86_argv(guests / "x86-crash.elf", serial,
+                    extra=("-device", "pvpanic", "-action", f"panic={action}"))
+    with QemuProcess(argv) as qemu:
+        with pytest.raises(QemuGone):
+            for _ in range(1000):
+                qemu.channel.advance(10_000, timeout=STEP_TIMEOUT)
+        # Stopped (pause) or leaving (shutdown), QEMU ends cleanly: this is
+        # the guest's panic, not QEMU crashing on the guest's next jump.
+        assert qemu.popen.wait(timeout=10) == 0, qemu.stderr_text()
+    assert serial.read_text() == "crash\n"
+
+
+@pytest.mark.skipif(kvm_usable() is not None, reason=str(kvm_usable()))
+def test_internal_error_ends_the_stream(guests, tmp_path):
+    """Under KVM, code run from where there is no memory stops the machine
+    with an internal error: the socket is shut all the same."""
+    serial = tmp_path / "s"
+    argv = x86_argv(guests / "x86-crash.elf", serial, shift=None,
+                    extra=("-accel", "kvm"))
+    with QemuProcess(argv) as qemu:
+        with pytest.raises(QemuGone):
+            for _ in range(1000):
+                qemu.channel.advance(10_000, timeout=STEP_TIMEOUT)
+        qemu.popen.wait(timeout=10)  # it leaves once the stream is over
+        assert "internal error" in qemu.stderr_text().lower()
+    assert serial.read_text() == "crash\n"

@@ -85,8 +85,11 @@ def metrics(run: dict[str, np.ndarray], band: float = 0.02) -> dict[str, float]:
     t0, target = t[stepped[0]], sp[-1]
     after = slice(stepped[0], None)
     outside = np.nonzero(np.abs(y[after] - target) > band * abs(target))[0]
-    settled = t[after][outside[-1] + 1] if len(outside) else t0
-    if len(outside) and outside[-1] + 1 >= len(t[after]):
+    if not len(outside):
+        settled = t0
+    elif outside[-1] + 1 < len(t[after]):
+        settled = t[after][outside[-1] + 1]
+    else:  # still outside the band at the end: not settled
         settled = float("nan")
     return {
         "step_time": float(t0),

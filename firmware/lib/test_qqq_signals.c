@@ -184,13 +184,18 @@ static const qqq_signal inputs[] = {
 	{"enable_2", QQQ_BOOLEAN, &enable},
 };
 
-static int feed(const char *s)	/* how many inputs the bytes stored */
+static int feed_n(const char *s, size_t len)	/* inputs the bytes stored */
 {
 	int n = 0;
 
-	while (*s)
+	while (len--)
 		n += qqq_signals_feed(*s++);
 	return n;
+}
+
+static int feed(const char *s)
+{
+	return feed_n(s, strlen(s));
 }
 
 static void test_lines(void)
@@ -209,9 +214,14 @@ static void test_lines(void)
 		   "speedx=1\nspee=1\n9speed=1\nspeed=1 \nSPEED=1\n\n\r\n") == 0
 	      && speed == -0.5, "non-signal lines ignored");
 	CHECK(feed("boot\rspeed=2\n") == 0, "\\r mid-line is not an end");
-	CHECK(feed("spe\0ed=3\n") == 0, "NUL ends the C string only");
-	CHECK(qqq_signals_feed('\0') == 0 && feed("speed=3\n") == 0 &&
-	      feed("speed=4\n") == 1 && speed == 4, "line with a NUL dropped");
+	/* A NUL anywhere in a line spoils the whole line, not just its end. */
+	CHECK(feed_n("spe\0ed=3\n", 9) == 0 && speed == -0.5, "NUL inside");
+	CHECK(feed_n("speed=3\0\n", 9) == 0 && speed == -0.5, "NUL at the end");
+	CHECK(feed_n("\0speed=3\n", 9) == 0 && speed == -0.5, "NUL first");
+	CHECK(feed("speed=4\n") == 1 && speed == 4, "next line taken");
+	CHECK(feed("count=2147483647\n") == 1 && count == INT32_MAX, "INT32_MAX");
+	CHECK(feed("count=+0\n") == 1 && count == 0, "+0");
+	CHECK(feed("count=-2147483649\n") == 0 && count == 0, "below INT32_MIN");
 
 	/* 120 bytes with the '\n' is the limit, a '\r' counts too. */
 	snprintf(s, sizeof s, "speed=%0113d\n", 7);
@@ -232,14 +242,36 @@ static void test_lines(void)
 	qqq_signals_put_real("v", 0.1);
 	qqq_signals_put_int("n", INT32_MIN);
 	qqq_signals_put_int("m", 42);
+	qqq_signals_put_int("x", INT32_MAX);
+	qqq_signals_put_int("z", 0);
 	qqq_signals_put_bool("b", true);
+	qqq_signals_put_bool("c", false);
 	out[out_len] = '\0';
-	CHECK(!strcmp(out, "voltage=-12.0\nv=0.1\nn=-2147483648\nm=42\nb=1\n"),
-	      "output: %s", out);
+	CHECK(!strcmp(out, "voltage=-12.0\nv=0.1\nn=-2147483648\nm=42\n"
+		      "x=2147483647\nz=0\nb=1\nc=0\n"), "output: %s", out);
 }
 
-int main(void)
+/*
+ * "--format": for each line of stdin, a double as 16 hex digits of its
+ * bits, print qqq_format_real's text. The Python test compares that with
+ * repr() over many values, which this C program cannot call.
+ */
+static int format_stdin(void)
 {
+	char buf[QQQ_REAL_BUF];
+	unsigned long long bits;
+
+	while (scanf("%llx", &bits) == 1) {
+		qqq_format_real(buf, bits_to_double(bits));
+		puts(buf);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 2 && !strcmp(argv[1], "--format"))
+		return format_stdin();
 	test_reals();
 	test_lines();
 	printf("test_qqq_signals: %s (%d failures)\n", failures ? "FAIL" : "ok",
