@@ -321,3 +321,21 @@ def test_machine_qemu_system_and_a_relative_guest_image(guests, tmp_path):
     finally:
         ecu.close()
     assert exe.endswith("/resources/qemu/bin/qemu-system-x86_64")
+
+
+def test_a_question_mark_line_asks_for_every_input_again(echo_fmu):
+    """A guest that starts listening late asks with "?" (docs/signals.md):
+    the unchanged inputs go out again at the start of the next step."""
+    ecu = Instance(*echo_fmu)
+    ecu.start()
+    seen = []
+    try:
+        for k, text in enumerate(["", "", "?\n", "", ""]):
+            ecu.set("console_in", text)
+            ecu.slave.doStep(k * STEP, STEP)
+            seen.append(ecu.get("console"))  # the echo shows what the guest got
+    finally:
+        ecu.close()
+    assert seen == ["gain=2.5\n", "", "?\n", "gain=2.5\n", ""]
+    # a request, not console text to log
+    assert not any(m.endswith("] ?") for _, m in ecu.messages)
