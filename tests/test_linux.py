@@ -3,8 +3,9 @@
 dist/PiSpeedLinux.fmu (examples/closed_loop/pi_speed_linux.toml) boots
 Linux on `-M pc` under tcg-icount; its /init runs firmware/linux/pi_speed.c,
 the PI controller, on the signal channel (ttyS1).  A boot costs ~5 s of
-wall time, so one run under each master serves every check: the two runs
-(same inputs, same steps) must agree to the byte.
+wall time, so one run under each master (fmpy, libcosimpy, our C master)
+serves every check: the runs (same inputs, same steps) must agree to the
+byte.
 """
 
 from __future__ import annotations
@@ -99,6 +100,26 @@ def run_libcosim(fmu: Path, tmp: Path) -> dict:
     return _result(list(zip(*columns, strict=True)), console)
 
 
+def run_c_host(fmu: Path, tmp: Path, host: Path) -> dict:
+    """Our C master (tests/c_hosts/fmi2_host.c): no Python until the FMU's
+    loader shim brings one."""
+    from c_host import run_host, start, unpack, values
+
+    console = tmp / "c-console.txt"
+    u = unpack(fmu, tmp / "c-fmu")
+    script = start(u, "L", setpoint=("r", repr(SETPOINT)), speed=("r", repr(SPEED)),
+                   console_file=("s", str(console)))
+    for k in range(round(STOP / STEP)):
+        if k == round(CHANGE / STEP):
+            script += f"set L r {u.vrs['speed']} {SETPOINT!r}\n"
+        script += f"step L {k * STEP!r} {STEP!r}\n"
+        script += "".join(f"get L r {u.vrs[name]}\n" for name in SERIES)
+    out = run_host(host, script + "term L\nfree L\n", tmp, timeout=100).stdout
+    assert "step L -> 0" in out and "step L -> 1" not in out
+    columns = [[float(v) for v in values(out, "L", u.vrs[name])] for name in SERIES]
+    return _result(list(zip(*columns, strict=True)), console)
+
+
 def _result(rows: list, console: Path) -> dict:
     values = np.array(rows, dtype=float)
     out = {name: values[:, i] for i, name in enumerate(SERIES)}
@@ -108,11 +129,12 @@ def _result(rows: list, console: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(linux_fmu, tmp_path_factory) -> dict:
+def runs(linux_fmu, fmi2_host, tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("linux")
     try:
         return {"fmpy": run_fmpy(linux_fmu, tmp),
-                "libcosim": run_libcosim(linux_fmu, tmp)}
+                "libcosim": run_libcosim(linux_fmu, tmp),
+                "C": run_c_host(linux_fmu, tmp, fmi2_host)}
     finally:
         assert not qemu_children()
 
@@ -130,8 +152,9 @@ def test_boots_to_init_on_its_console(runs):
     assert _samples(runs["fmpy"]).any()
 
 
-def test_two_masters_two_boots_byte_identical(runs):
-    a, b = runs["fmpy"], runs["libcosim"]
+@pytest.mark.parametrize("master", ["libcosim", "C"])
+def test_three_masters_three_boots_byte_identical(runs, master):
+    a, b = runs["fmpy"], runs[master]
     assert a["console"] == b["console"]
     for name in SERIES:
         assert a[name].tobytes() == b[name].tobytes(), name
@@ -156,7 +179,7 @@ def _pi_outputs() -> list[float]:
     return out
 
 
-@pytest.mark.parametrize("master", ["fmpy", "libcosim"])
+@pytest.mark.parametrize("master", ["fmpy", "libcosim", "C"])
 def test_signals_round_trip_through_user_space(runs, master):
     """Inputs sent once at t=0, while Linux boots, and one change later:
     the voltages are exactly the PI law's, so every double crossed intact."""
