@@ -69,7 +69,7 @@ bool qqq_wire_hello(QqqWire *w);
 bool qqq_wire_recv_advance(QqqWire *w, int64_t now_ns, uint64_t *advance_ns);
 bool qqq_wire_send_reply(QqqWire *w, uint64_t elapsed_ns,
                          uint64_t lookahead_ns);
-bool qqq_wire_send_end(QqqWire *w, uint32_t cause, uint64_t elapsed_ns);
+bool qqq_wire_send_end(QqqWire *w, uint32_t cause);
 bool qqq_wire_peer_gone(QqqWire *w);
 
 #endif

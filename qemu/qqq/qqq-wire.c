@@ -409,15 +409,14 @@ bool qqq_wire_send_reply(QqqWire *w, uint64_t elapsed_ns,
     return send_with_output(w, QQQ_FRAME_REPLY, fixed, sizeof(fixed));
 }
 
-bool qqq_wire_send_end(QqqWire *w, uint32_t cause, uint64_t elapsed_ns)
+bool qqq_wire_send_end(QqqWire *w, uint32_t cause)
 {
-    uint8_t fixed[12];
+    uint8_t fixed[4];
 
     if (w->version == QQQ_BASE_VERSION) {
         return true;    /* no room in the base protocol: end of stream says it */
     }
     stl_be_p(fixed, cause);
-    stq_be_p(fixed + 4, elapsed_ns);
     return send_with_output(w, QQQ_FRAME_END, fixed, sizeof(fixed));
 }
 

@@ -398,13 +398,25 @@ static bool qqq_await_advance(void)
 /* The running step has ended at virtual time now_ns: reply and wait. */
 static void qqq_sync(int64_t now_ns)
 {
+    int64_t end_ns;
+    uint64_t elapsed;
+
+    /*
+     * The guest asked for power-off (or QEMU for its end) within this step,
+     * and a stopped vCPU may have let the clock warp to our deadline since:
+     * the step ends with END and its output when the machine stops, never
+     * with a reply first, whoever wins the race to the main loop.
+     */
+    if (qqq.ended || qemu_shutdown_requested_get() != SHUTDOWN_CAUSE_NONE) {
+        return;
+    }
     /*
      * icount stops within one instruction of the deadline, which can be
      * more than 1 us at large shifts; the step has still ended exactly at
      * its target.  Under KVM the host's latency really is guest time.
      */
-    int64_t end_ns = qqq.kvm ? MAX(now_ns, qqq.target_ns) : qqq.target_ns;
-    uint64_t elapsed = QEMU_ALIGN_DOWN(end_ns - qqq.reported_ns, qqq.unit_ns);
+    end_ns = qqq.kvm ? MAX(now_ns, qqq.target_ns) : qqq.target_ns;
+    elapsed = QEMU_ALIGN_DOWN(end_ns - qqq.reported_ns, qqq.unit_ns);
 
     if (qqq.wire.version == QQQ_BASE_VERSION) {
         elapsed = MIN(elapsed, (uint64_t)UINT32_MAX * SCALE_US);
@@ -483,14 +495,12 @@ static uint32_t qqq_end_cause(RunState state)
 static void qqq_vm_state_changed(void *opaque, bool running, RunState state)
 {
     uint32_t cause = qqq_end_cause(state);
-    int64_t now;
 
     if (running || !cause || qqq.wire.fd < 0 || qqq.ended) {
         return;
     }
     qqq.ended = true;
-    now = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
-    qqq_wire_send_end(&qqq.wire, cause, MAX(now - qqq.reported_ns, 0));
+    qqq_wire_send_end(&qqq.wire, cause);
     shutdown(qqq.wire.fd, SHUT_RDWR);
 }
 
