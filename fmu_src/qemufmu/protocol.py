@@ -32,7 +32,7 @@ VERSION = 2
 HELLO, ADVANCE, REPLY, DATA, END = 1, 2, 3, 4, 5
 #: why the machine stopped, as an END frame says
 END_CAUSES = {
-    1: "the guest shut the machine down",
+    1: "the guest powered off",
     2: "the guest panicked",
     3: "QEMU hit an internal error",
     4: "QEMU was told to quit",
@@ -208,7 +208,7 @@ class FramedChannel(Endpoint):
             except QemuGone as e:
                 raise QemuGone(str(e), outputs) from None
             if kind == DATA:
-                self._blocks(payload, 4, outputs)
+                self._blocks(payload, 0, outputs)
             elif kind == REPLY:
                 elapsed, lookahead, _ = self._fixed(_REPLY, payload, "REPLY")
                 self._blocks(payload, _REPLY.size - 4, outputs)

@@ -214,8 +214,8 @@ class QemuSlave(Fmi2Slave):
             return False
         advance = self._clock.advance_for(t + h)
         if self._clock.qemu_ns + advance > MAX_TIME_NS:
-            self._fail(f"step of {h:g} s at t={t:g} s would take QEMU's clock past "
-                       f"the protocol's limit of {MAX_TIME_NS * 1e-9:g} s")
+            self._fail(f"step of {h:g} s at t={t:g} s exceeds the protocol's limit: "
+                       f"QEMU's clock may reach {MAX_TIME_NS * 1e-9:g} s")
             return False
         inputs = self._inputs()
         if advance or inputs:
