@@ -382,3 +382,23 @@ def test_power_off_in_the_base_protocol_is_end_of_file(guests, tmp_path):
                 qemu.channel.advance(10_000, timeout=WAIT)
         assert qemu.popen.wait(timeout=WAIT) == 0
     assert Path(serial).read_text() == "bye\npowering off\n"
+
+
+@pytest.mark.parametrize("action,status", [((), 0), (("-action", "panic=pause"), 0),
+                                           (("-action", "panic=exit-failure"), 1)])
+def test_output_of_the_panic_step_reaches_the_simulator(guests, action, status):
+    """pvpanic: QEMU exits (shutdown, exit-failure) or stays paused (pause);
+    either way the step's output and the cause come first."""
+    image = built(guests / "x86-panic.elf", "make firmware")
+    argv = with_console(x86_argv(image, "/dev/null",
+                                 extra=("-device", "pvpanic", *action)))
+    got = b""
+    with QemuProcess(argv, version=2) as qemu:
+        qemu.channel.hello(timeout=WAIT)
+        with pytest.raises(QemuGone) as end:
+            for _ in range(1000):
+                got += qemu.channel.advance(MS, timeout=WAIT).outputs.get(0, b"")
+        assert qemu.popen.wait(timeout=WAIT) == status
+    assert end.value.cause == "the guest panicked"
+    assert got + end.value.outputs.get(0, b"") == b"oops\n"
+    assert end.value.outputs.get(0, b"").endswith(b"\n")

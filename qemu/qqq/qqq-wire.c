@@ -53,7 +53,7 @@ static bool wire_wait(QqqWire *w, short events)
             if (errno == EINTR) {
                 continue;   /* the wake descriptor says if it mattered */
             }
-            return true;    /* let recv or send report it */
+            return false;   /* cannot wait: as good as gone */
         }
         if (fds[1].revents) {
             w->stopping = true;
