@@ -359,6 +359,22 @@ def test_output_of_the_power_off_step_reaches_the_simulator(guests, shift, step_
     assert steps * step_ns < {0: 10, 3: 60, 7: 800}[shift] * MS
 
 
+@pytest.mark.skipif(kvm_usable() is not None, reason=str(kvm_usable()))
+@pytest.mark.parametrize("step_ns", [100_000, 100 * MS])
+def test_output_of_the_power_off_step_under_kvm(guests, step_ns):
+    argv = with_console(x86_argv(guests / "x86-poweroff.elf", "/dev/null",
+                                 shift=None, extra=("-accel", "kvm")))
+    got = b""
+    with QemuProcess(argv, version=2) as qemu:
+        qemu.channel.hello(timeout=WAIT)
+        with pytest.raises(QemuGone) as end:
+            for _ in range(100_000):
+                got += qemu.channel.advance(step_ns, timeout=WAIT).outputs.get(0, b"")
+        assert qemu.popen.wait(timeout=WAIT) == 0
+    assert end.value.cause == "the guest powered off"
+    assert got + end.value.outputs.get(0, b"") == b"bye\npowering off\n"
+
+
 def test_power_off_under_no_shutdown_sends_end_then_quits(guests):
     argv = with_console(x86_argv(guests / "x86-poweroff.elf", "/dev/null",
                                  extra=("-no-shutdown",)))
