@@ -30,6 +30,7 @@ from qemufmu.protocol import (
     FramedChannel,
     ProtocolError,
     QemuGone,
+    StepTimeout,
 )
 
 MS = 1_000_000  # ns
@@ -199,6 +200,30 @@ def test_sigterm_while_qemu_cannot_send_its_reply(guests, raw):
     os.kill(qemu.proc.pid, signal.SIGTERM)
     code, lines = qemu.wait()
     assert code == 0 and "terminating on signal 15" in lines[-1], lines
+
+
+@pytest.mark.parametrize("mid_step", [False, True])
+def test_sigterm_sends_end_with_the_running_steps_output(guests, mid_step):
+    """The simulator is still reading: it learns why the stream ends, and
+    gets what the guest printed in the step that was running."""
+    argv = with_console(arm_argv(guests / "arm-ticks.elf", "/dev/null"))
+    with QemuProcess(argv, version=2) as qemu:
+        qemu.channel.hello(timeout=WAIT)
+        assert qemu.channel.advance(5 * MS, timeout=WAIT).outputs[0].startswith(b"boot")
+        if mid_step:
+            qemu.channel.send_advance(10**13)  # hours of host time
+            with pytest.raises(StepTimeout):  # nothing comes before the signal
+                qemu.channel.recv_reply(timeout=0.5)
+        os.kill(qemu.pid, signal.SIGTERM)
+        with pytest.raises(QemuGone) as end:
+            qemu.channel.recv_reply(timeout=WAIT)
+        assert qemu.popen.wait(timeout=WAIT) == 0
+    assert end.value.cause == "QEMU was told to quit"
+    out = end.value.outputs.get(0, b"")
+    if mid_step:
+        assert out.startswith(b"ticks=5\nticks=6\n") and out.endswith(b"\n")
+    else:
+        assert out == b""
 
 
 # -- limits ---------------------------------------------------------------
