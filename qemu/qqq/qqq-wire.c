@@ -103,7 +103,7 @@ static bool wire_recv(QqqWire *w, void *buf, size_t len, bool frame_start)
 
 /*
  * Write all of buf.  A simulator that stops reading must not be able to
- * hold QEMU here: waits for room end like reads do (wire_wait).
+ * hold QEMU here: a wait for room ends as a wait for data does (wire_wait).
  */
 static bool wire_send(QqqWire *w, const void *buf, size_t len)
 {
