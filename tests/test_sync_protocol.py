@@ -65,15 +65,32 @@ def test_busy_guest_at_full_rate(guests, tmp_path):
     assert "busy" in (tmp_path / "serial").read_text()
 
 
+def _waits_on(pid: int, fields: list[str]) -> set[int]:
+    """The descriptors a thread blocked in read/recvfrom/poll/ppoll waits on."""
+    if not fields[0].isdigit():
+        return set()
+    call = int(fields[0])
+    if call in (0, 45):         # x86-64 read, recvfrom: (fd, ...)
+        return {int(fields[1], 16)}
+    if call in (7, 271):        # poll, ppoll: (struct pollfd *, nfds, ...)
+        nfds = min(int(fields[2], 16), 8)
+        with open(f"/proc/{pid}/mem", "rb") as mem:
+            mem.seek(int(fields[1], 16))
+            raw = mem.read(8 * nfds)
+        return {int.from_bytes(raw[i:i + 4], "little", signed=True)
+                for i in range(0, len(raw), 8)}
+    return set()
+
+
 def _blocked_reading(pid: int, fd: int, within: float = 30.0) -> None:
-    """Wait until QEMU's main thread sleeps in recv/read on descriptor ``fd``:
-    QEMU is up and waiting for its first advance.  Fails the test if that
-    does not happen within ``within`` seconds."""
-    reads = {0, 45}  # x86-64 read, recvfrom
+    """Wait until QEMU's main thread sleeps waiting for input on descriptor
+    ``fd`` (read, or poll with the socket among its descriptors): QEMU is up
+    and waiting for its first advance.  Fails the test if that does not
+    happen within ``within`` seconds."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         fields = Path(f"/proc/{pid}/syscall").read_text().split()
-        if fields[0].isdigit() and int(fields[0]) in reads and int(fields[1], 16) == fd:
+        if fd in _waits_on(pid, fields):
             return
         time.sleep(0.01)
     pytest.fail(f"QEMU did not wait for an advance on fd {fd} within {within} s")

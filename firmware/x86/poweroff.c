@@ -2,7 +2,9 @@
  * poweroff.c - x86 guest that shuts the machine down right away.
  *
  * Lets tests check that a guest-initiated power-off ends QEMU cleanly
- * (exit status 0).
+ * (exit status 0), and that what the guest printed in the step it
+ * powered off in still reaches the simulator (the last line is written
+ * immediately before the power-off).
  */
 #include "x86.h"
 
@@ -13,6 +15,7 @@
 int main(void)
 {
 	serial_puts("bye\n");
+	serial_puts("powering off\n");
 	while (!(inb(COM1 + 5) & 0x40))	/* LSR.TEMT: banner fully sent */
 		;
 	outw(PM1A_CNT, SLP_EN);

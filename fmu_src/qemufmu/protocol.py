@@ -8,6 +8,9 @@ Two protocol versions share one socket discipline (``Endpoint``):
 - ``FramedChannel``, version 2 (docs/protocol-v2.md): framed messages with
   a HELLO exchange, 64-bit nanoseconds, the next pending virtual-timer
   deadline, and the bytes of QEMU's ``qqq`` data channels.
+
+QEMU's virtual clock never passes ``MAX_TIME_NS`` (2^62 ns, about 146
+years, since start): it refuses an advance that would take it further.
 """
 
 from __future__ import annotations
@@ -17,15 +20,28 @@ import struct
 from typing import NamedTuple
 
 MAX_ADVANCE_US = 0xFFFF_FFFF
-MAX_ADVANCE_NS = 0xFFFF_FFFF_FFFF_FFFF
+#: virtual time QEMU's clock may reach since start; no advance may pass it
+MAX_TIME_NS = 1 << 62
+#: the largest single advance (from time 0); later ones: MAX_TIME_NS - now
+MAX_ADVANCE_NS = MAX_TIME_NS
+#: largest frame payload in either direction
+MAX_PAYLOAD = 16 * 1024 * 1024
 NO_DEADLINE = 0xFFFF_FFFF_FFFF_FFFF
 VERSION = 2
 
-HELLO, ADVANCE, REPLY = 1, 2, 3
+HELLO, ADVANCE, REPLY, DATA, END = 1, 2, 3, 4, 5
+#: why the machine stopped, as an END frame says
+END_CAUSES = {
+    1: "the guest powered off",
+    2: "the guest panicked",
+    3: "QEMU hit an internal error",
+    4: "QEMU was told to quit",
+}
 _U32 = struct.Struct(">I")
 _HEADER = struct.Struct(">II")
 _ADVANCE = struct.Struct(">QI")
 _REPLY = struct.Struct(">QQI")
+_END = struct.Struct(">II")
 _BLOCK = struct.Struct(">II")
 
 
@@ -34,7 +50,18 @@ class SyncError(RuntimeError):
 
 
 class QemuGone(SyncError):
-    """QEMU closed its end: it exited, or the guest powered off."""
+    """QEMU closed its end: it exited, or the guest powered off.
+
+    ``outputs`` holds what the guest sent in the step that did not finish
+    (version 2: QEMU's END frame, or DATA frames before the end of stream);
+    ``cause`` says why the machine stopped when QEMU said so.
+    """
+
+    def __init__(self, message: str, outputs: dict[int, bytes] | None = None,
+                 cause: str | None = None) -> None:
+        super().__init__(message)
+        self.outputs = outputs or {}
+        self.cause = cause
 
 
 class StepTimeout(SyncError):
@@ -72,10 +99,10 @@ class Endpoint:
         if timeout != self._timeout:  # a syscall: keep it off the hot path
             self._sock.settimeout(timeout)
             self._timeout = timeout
-        buf = b""
+        buf = bytearray()  # amortized appends: frames go up to 16 MiB
         try:
             while len(buf) < size:
-                chunk = self._sock.recv(size - len(buf))
+                chunk = self._sock.recv(min(size - len(buf), 1 << 20))
                 if not chunk:
                     raise QemuGone("QEMU closed the synchronization socket")
                 buf += chunk
@@ -85,7 +112,7 @@ class Endpoint:
             ) from e
         except ConnectionResetError as e:
             raise QemuGone("QEMU reset the synchronization socket") from e
-        return buf
+        return bytes(buf)
 
     def close(self) -> None:
         """Close our end; QEMU sees end-of-file and exits with status 0."""
@@ -151,26 +178,76 @@ class FramedChannel(Endpoint):
         return names
 
     def send_advance(self, ns: int, inputs: dict[int, bytes] | None = None) -> None:
-        """Ask QEMU to run ``ns`` nanoseconds; ``inputs`` reach the guest first."""
+        """Ask QEMU to run ``ns`` nanoseconds; ``inputs`` reach the guest first.
+
+        QEMU refuses (exit 1) an advance that takes its clock past
+        ``MAX_TIME_NS``; the caller knows the time, so checks the sum.
+        """
         if not 0 <= ns <= MAX_ADVANCE_NS:
-            raise ValueError(f"advance of {ns} ns is outside 0..2^64-1")
+            raise ValueError(f"advance of {ns} ns is outside 0..2^62")
         blocks = [_BLOCK.pack(ch, len(data)) + data
                   for ch, data in (inputs or {}).items() if data]
         payload = _ADVANCE.pack(ns, len(blocks)) + b"".join(blocks)
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"ADVANCE payload of {len(payload)} bytes exceeds "
+                             f"the protocol's limit of {MAX_PAYLOAD}")
         self._send(_HEADER.pack(ADVANCE, len(payload)) + payload)
 
     def recv_reply(self, timeout: float | None = None) -> Reply:
-        payload = self._recv_frame(REPLY, timeout)
-        if len(payload) < _REPLY.size:
-            raise ProtocolError("REPLY from QEMU is too short")
-        elapsed, lookahead, count = _REPLY.unpack_from(payload)
-        outputs, pos = {}, _REPLY.size
+        """QEMU's answer to the last advance.
+
+        A step's output comes in the REPLY and, when it is too big for one
+        frame, in DATA frames ahead of it. If the machine stopped during
+        the step, an END frame (or the end of the stream) comes instead of
+        the REPLY: raises ``QemuGone`` carrying the step's output.
+        """
+        outputs: dict[int, bytes] = {}
+        while True:
+            try:
+                kind, payload = self._recv_any_frame(timeout)
+            except QemuGone as e:
+                raise QemuGone(str(e), outputs) from None
+            if kind == DATA:
+                self._blocks(payload, 0, outputs)
+            elif kind == REPLY:
+                elapsed, lookahead, _ = self._fixed(_REPLY, payload, "REPLY")
+                self._blocks(payload, _REPLY.size - 4, outputs)
+                return Reply(elapsed,
+                             None if lookahead == NO_DEADLINE else lookahead,
+                             outputs)
+            elif kind == END:
+                code, _ = self._fixed(_END, payload, "END")
+                self._blocks(payload, _END.size - 4, outputs)
+                cause = END_CAUSES.get(code, f"QEMU stopped (cause {code})")
+                raise QemuGone(f"QEMU ended the step: {cause}", outputs, cause)
+            else:
+                raise ProtocolError(f"expected a REPLY frame from QEMU, got "
+                                    f"type {kind}")
+
+    @staticmethod
+    def _fixed(layout: struct.Struct, payload: bytes, name: str) -> tuple:
+        if len(payload) < layout.size:
+            raise ProtocolError(f"{name} from QEMU is too short")
+        return layout.unpack_from(payload)
+
+    @staticmethod
+    def _blocks(payload: bytes, pos: int, outputs: dict[int, bytes]) -> None:
+        """Append the blocks (count at ``pos``) to each channel's output."""
+        if len(payload) < pos + 4:
+            raise ProtocolError("frame from QEMU is too short for its blocks")
+        (count,), pos = _U32.unpack_from(payload, pos), pos + 4
         for _ in range(count):
+            if pos + _BLOCK.size > len(payload):
+                raise ProtocolError("block runs past the end of QEMU's frame")
             channel, size = _BLOCK.unpack_from(payload, pos)
-            outputs[channel] = payload[pos + 8:pos + 8 + size]
-            pos += 8 + size
-        return Reply(elapsed, None if lookahead == NO_DEADLINE else lookahead,
-                     outputs)
+            pos += _BLOCK.size
+            if pos + size > len(payload):
+                raise ProtocolError("block runs past the end of QEMU's frame")
+            outputs[channel] = outputs.get(channel, b"") + payload[pos:pos + size]
+            pos += size
+        if pos != len(payload):
+            raise ProtocolError(f"{len(payload) - pos} stray bytes after the "
+                                "last block of QEMU's frame")
 
     def advance(self, ns: int, inputs: dict[int, bytes] | None = None,
                 timeout: float | None = None) -> Reply:
@@ -179,7 +256,14 @@ class FramedChannel(Endpoint):
         return self.recv_reply(timeout)
 
     def _recv_frame(self, want: int, timeout: float | None) -> bytes:
-        kind, size = _HEADER.unpack(self._recv(_HEADER.size, timeout))
+        kind, payload = self._recv_any_frame(timeout)
         if kind != want:
             raise ProtocolError(f"expected frame type {want} from QEMU, got {kind}")
-        return self._recv(size, timeout) if size else b""
+        return payload
+
+    def _recv_any_frame(self, timeout: float | None) -> tuple[int, bytes]:
+        kind, size = _HEADER.unpack(self._recv(_HEADER.size, timeout))
+        if size > MAX_PAYLOAD:
+            raise ProtocolError(f"frame of type {kind} from QEMU has a payload "
+                                f"of {size} bytes, over the limit of {MAX_PAYLOAD}")
+        return kind, self._recv(size, timeout) if size else b""

@@ -44,7 +44,7 @@ from .config import (
 )
 from .console import Console
 from .process import QemuProcess
-from .protocol import MAX_ADVANCE_NS, FramedChannel, QemuGone, StepTimeout, SyncError
+from .protocol import MAX_TIME_NS, FramedChannel, QemuGone, StepTimeout, SyncError
 from .signals import LINE_MAX, RESEND_REQUEST, SIGNAL_LINE, Signal, SignalSet
 
 CONSOLE = "console"
@@ -255,9 +255,9 @@ class QemuSlave(Fmi2Slave):
                        ended)
             return False
         advance = self._clock.advance_for(t + h)
-        if advance > MAX_ADVANCE_NS:
-            self._fail(f"step of {h:g} s at t={t:g} s exceeds the protocol's "
-                       f"limit of {MAX_ADVANCE_NS * 1e-9:g} s per step", ended)
+        if self._clock.qemu_ns + advance > MAX_TIME_NS:
+            self._fail(f"step of {h:g} s at t={t:g} s exceeds the protocol's limit: "
+                       f"QEMU's clock may reach {MAX_TIME_NS * 1e-9:g} s", ended)
             return False
         inputs = self._inputs()
         if advance or inputs:
@@ -266,9 +266,12 @@ class QemuSlave(Fmi2Slave):
             except StepTimeout as e:
                 self._fail(f"step at t={t:g} s: {e}; QEMU killed", ended)
                 return False
-            except QemuGone:
+            except QemuGone as e:
+                self._outputs(e.outputs, t + h)  # what the guest sent till the end
                 how = self._qemu.explain_exit()
-                if self._qemu.poll() == 0:
+                if e.cause:
+                    how += f" ({e.cause})"
+                elif self._qemu.poll() == 0:
                     how += " (the guest powered off)"
                 self._fail(f"QEMU ended during the step at t={t:g} s: {how}",
                            ended)

@@ -18,10 +18,28 @@ enum {
     QQQ_FRAME_HELLO = 1,
     QQQ_FRAME_ADVANCE = 2,
     QQQ_FRAME_REPLY = 3,
+    QQQ_FRAME_DATA = 4,     /* more of a step's output, ahead of its end */
+    QQQ_FRAME_END = 5,      /* the machine stopped for good mid-step */
+};
+
+/* Why the machine stopped, in an END frame. */
+enum {
+    QQQ_END_GUEST_SHUTDOWN = 1,
+    QQQ_END_GUEST_PANIC = 2,
+    QQQ_END_INTERNAL_ERROR = 3,
+    QQQ_END_QUIT = 4,
 };
 
 /* Largest frame payload either side may send. */
 #define QQQ_MAX_PAYLOAD (16 * 1024 * 1024)
+
+/*
+ * Virtual time never goes past 2^62 ns (about 146 years) since start: an
+ * advance that would take it further is refused.  The clock is an int64_t
+ * of nanoseconds, and devices arm timers at "now + period"; the headroom
+ * keeps those sums from overflowing.
+ */
+#define QQQ_MAX_TIME_NS (INT64_C(1) << 62)
 
 /* "No pending virtual-timer deadline" in a reply's lookahead field. */
 #define QQQ_NO_DEADLINE UINT64_MAX
@@ -36,14 +54,22 @@ GByteArray *qqq_channel_output(int index);
 typedef struct QqqWire {
     int fd;
     int parent_fd;      /* pidfd of the simulator's process, or -1 */
+    int wake_fd;        /* readable once QEMU was told to quit, or -1 */
     int version;
+    bool stopping;      /* a wait ended because wake_fd became readable */
     GByteArray *buf;
 } QqqWire;
 
-void qqq_wire_hello(QqqWire *w);
-bool qqq_wire_recv_advance(QqqWire *w, uint64_t *advance_ns);
+/*
+ * Each returns false when the exchange cannot go on: the simulator left
+ * (end of stream, its process ended), or QEMU was told to quit while
+ * waiting (then w->stopping is set).
+ */
+bool qqq_wire_hello(QqqWire *w);
+bool qqq_wire_recv_advance(QqqWire *w, int64_t now_ns, uint64_t *advance_ns);
 bool qqq_wire_send_reply(QqqWire *w, uint64_t elapsed_ns,
                          uint64_t lookahead_ns);
+bool qqq_wire_send_end(QqqWire *w, uint32_t cause);
 bool qqq_wire_peer_gone(QqqWire *w);
 
 #endif

@@ -34,33 +34,45 @@ static void G_NORETURN G_GNUC_PRINTF(1, 2) qqq_malformed(const char *fmt, ...)
 }
 
 /*
- * Wait until the socket has something to read.  False if the simulator's
- * process (parent=PID) ended first: a child it forked may hold the socket
- * open, and nobody would ever write to it again.
+ * Wait until the socket is ready for events (POLLIN or POLLOUT).  False if
+ * QEMU was told to quit meanwhile (a signal: w->stopping is set; the wake
+ * descriptor stays readable, so every later wait returns at once), or if
+ * the simulator's process (parent=PID) ended: a child it forked may hold
+ * the socket open, and nobody would ever use it again.
  */
-static bool wire_wait(QqqWire *w)
+static bool wire_wait(QqqWire *w, short events)
 {
-    struct pollfd fds[2] = {
-        { .fd = w->fd, .events = POLLIN },
+    struct pollfd fds[3] = {
+        { .fd = w->fd, .events = events },
+        { .fd = w->wake_fd, .events = POLLIN },
         { .fd = w->parent_fd, .events = POLLIN },
     };
 
-    if (w->parent_fd < 0) {
-        return true;
-    }
-    while (poll(fds, 2, -1) < 0) {
-        if (errno != EINTR) {
-            return true;    /* let recv report it */
+    for (;;) {
+        if (poll(fds, ARRAY_SIZE(fds), -1) < 0) {
+            if (errno == EINTR) {
+                continue;   /* the wake descriptor says if it mattered */
+            }
+            return false;   /* cannot wait: as good as gone */
+        }
+        if (fds[1].revents) {
+            w->stopping = true;
+            return false;
+        }
+        if (fds[0].revents) {
+            return true;
+        }
+        if (fds[2].revents) {
+            return false;
         }
     }
-    return !(fds[1].revents & (POLLIN | POLLHUP | POLLERR)) ||
-           (fds[0].revents & POLLIN);
 }
 
 /*
  * Read exactly len bytes.  Returns false if the stream ends (or breaks)
- * before the first byte of a frame; ending inside a frame is malformed,
- * except in version 1, whose messages have no frame to be inside of.
+ * before the first byte of a frame, or a wait is cut short (wire_wait);
+ * ending inside a frame is malformed, except in version 1, whose messages
+ * have no frame to be inside of.
  */
 static bool wire_recv(QqqWire *w, void *buf, size_t len, bool frame_start)
 {
@@ -69,11 +81,12 @@ static bool wire_recv(QqqWire *w, void *buf, size_t len, bool frame_start)
     while (done < len) {
         ssize_t n;
 
-        if (!wire_wait(w)) {
+        if (!wire_wait(w, POLLIN)) {
             return false;
         }
-        n = recv(w->fd, (char *)buf + done, len - done, 0);
-        if (n < 0 && errno == EINTR) {
+        n = recv(w->fd, (char *)buf + done, len - done, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN ||
+                      errno == EWOULDBLOCK)) {
             continue;
         }
         if (n <= 0) {
@@ -88,14 +101,24 @@ static bool wire_recv(QqqWire *w, void *buf, size_t len, bool frame_start)
     return true;
 }
 
+/*
+ * Write all of buf.  A simulator that stops reading must not be able to
+ * hold QEMU here: a wait for room ends as a wait for data does (wire_wait).
+ */
 static bool wire_send(QqqWire *w, const void *buf, size_t len)
 {
     size_t done = 0;
 
     while (done < len) {
         ssize_t n = send(w->fd, (const char *)buf + done, len - done,
-                         MSG_NOSIGNAL);
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
 
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!wire_wait(w, POLLOUT)) {
+                return false;
+            }
+            continue;
+        }
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -116,12 +139,6 @@ static void put_u16(GByteArray *b, uint16_t v)
 static void put_u32(GByteArray *b, uint32_t v)
 {
     v = cpu_to_be32(v);
-    g_byte_array_append(b, (uint8_t *)&v, sizeof(v));
-}
-
-static void put_u64(GByteArray *b, uint64_t v)
-{
-    v = cpu_to_be64(v);
     g_byte_array_append(b, (uint8_t *)&v, sizeof(v));
 }
 
@@ -166,7 +183,7 @@ static bool frame_recv(QqqWire *w, uint32_t want, const char *name,
     return wire_recv(w, w->buf->data, len, false);
 }
 
-void qqq_wire_hello(QqqWire *w)
+bool qqq_wire_hello(QqqWire *w)
 {
     int i, n = qqq_channel_count();
     uint32_t version;
@@ -182,7 +199,7 @@ void qqq_wire_hello(QqqWire *w)
         g_byte_array_append(w->buf, (const uint8_t *)name, strlen(name));
     }
     if (!frame_send(w) || !frame_recv(w, QQQ_FRAME_HELLO, "HELLO", 4)) {
-        exit(0);    /* the simulator left before the first advance */
+        return false;
     }
     version = ldl_be_p(w->buf->data);
     if (version != QQQ_FRAMED_VERSION) {
@@ -190,6 +207,16 @@ void qqq_wire_hello(QqqWire *w)
                      "QEMU speaks version %u", version, QQQ_FRAMED_VERSION);
         exit(1);
     }
+    /*
+     * A version 2 HELLO is exactly its version: anything more would be a
+     * field this QEMU does not know, so accepting it would silently ignore
+     * what the simulator meant.  A later version says so in its number.
+     */
+    if (w->buf->len != 4) {
+        qqq_malformed("HELLO payload of %u bytes; version 2 has exactly 4",
+                      w->buf->len);
+    }
+    return true;
 }
 
 static bool recv_advance_v1(QqqWire *w, uint64_t *advance_ns)
@@ -203,14 +230,33 @@ static bool recv_advance_v1(QqqWire *w, uint64_t *advance_ns)
     return true;
 }
 
-bool qqq_wire_recv_advance(QqqWire *w, uint64_t *advance_ns)
+/*
+ * Virtual time is capped (QQQ_MAX_TIME_NS): refuse, before the guest sees
+ * anything of the frame, an advance that would pass the cap, rather than
+ * run a shorter step than asked or let the clock overflow.
+ */
+static void check_limit(int64_t now_ns, uint64_t advance_ns)
+{
+    if (advance_ns > QQQ_MAX_TIME_NS - now_ns) {
+        error_report("qqq: an advance of %" PRIu64 " ns at virtual time %"
+                     PRId64 " ns would pass the limit of 2^62 ns (about 146 "
+                     "years) of virtual time", advance_ns, now_ns);
+        exit(1);
+    }
+}
+
+bool qqq_wire_recv_advance(QqqWire *w, int64_t now_ns, uint64_t *advance_ns)
 {
     const uint8_t *p;
     uint32_t i, blocks, left;
     int channels = qqq_channel_count();
 
     if (w->version == QQQ_BASE_VERSION) {
-        return recv_advance_v1(w, advance_ns);
+        if (!recv_advance_v1(w, advance_ns)) {
+            return false;
+        }
+        check_limit(now_ns, *advance_ns);
+        return true;
     }
     if (!frame_recv(w, QQQ_FRAME_ADVANCE, "ADVANCE", 12)) {
         return false;
@@ -243,6 +289,7 @@ bool qqq_wire_recv_advance(QqqWire *w, uint64_t *advance_ns)
     if (left) {
         qqq_malformed("%u stray bytes after the last ADVANCE block", left);
     }
+    check_limit(now_ns, *advance_ns);
     /* The whole frame is sound: now let the guest see its bytes. */
     p = w->buf->data + 12;
     for (i = 0; i < blocks; i++) {
@@ -254,48 +301,136 @@ bool qqq_wire_recv_advance(QqqWire *w, uint64_t *advance_ns)
     return true;
 }
 
+/* Where the next output byte to send is: channel, and offset in it. */
+typedef struct OutCursor {
+    int channel;
+    size_t pos;
+} OutCursor;
+
+/* Bytes the output from the cursor on takes as one block per channel. */
+static size_t pending_size(const OutCursor *c)
+{
+    int i, channels = qqq_channel_count();
+    size_t total = 0;
+
+    for (i = c->channel; i < channels; i++) {
+        size_t left = qqq_channel_output(i)->len - (i == c->channel ? c->pos
+                                                                      : 0);
+        if (left) {
+            total += 8 + left;
+        }
+    }
+    return total;
+}
+
+/*
+ * Append blocks to the frame in b from the cursor on, as far as they fit
+ * in one payload; a channel's output that does not fit is cut and goes on
+ * in the next frame.  Returns the number of blocks appended.
+ */
+static uint32_t put_blocks(GByteArray *b, OutCursor *c)
+{
+    int channels = qqq_channel_count();
+    uint32_t blocks = 0;
+
+    while (c->channel < channels) {
+        GByteArray *out = qqq_channel_output(c->channel);
+        size_t room = QQQ_MAX_PAYLOAD + 8 - b->len;   /* b has the header */
+        size_t n = MIN(out->len - c->pos, room > 8 ? room - 8 : 0);
+
+        if (c->pos == out->len) {
+            c->channel++;
+            c->pos = 0;
+            continue;
+        }
+        if (n == 0) {
+            break;
+        }
+        put_u32(b, c->channel);
+        put_u32(b, n);
+        g_byte_array_append(b, out->data + c->pos, n);
+        c->pos += n;
+        blocks++;
+    }
+    return blocks;
+}
+
+/*
+ * Send the output the channels collected since the last reply, in a last
+ * frame of the given type whose fixed fields come first.  Whatever does
+ * not fit in that frame's payload limit goes ahead of it in DATA frames,
+ * each filled to the limit, so the split depends only on the output.
+ */
+static bool send_with_output(QqqWire *w, uint32_t type, const uint8_t *fixed,
+                             size_t fixed_len)
+{
+    OutCursor c = { 0, 0 };
+    size_t count_at;
+    bool ok = true;
+    int i;
+
+    while (ok && fixed_len + 4 + pending_size(&c) > QQQ_MAX_PAYLOAD) {
+        frame_begin(w->buf, QQQ_FRAME_DATA);
+        put_u32(w->buf, 0);
+        stl_be_p(w->buf->data + 8, put_blocks(w->buf, &c));
+        ok = frame_send(w);
+    }
+    if (ok) {
+        frame_begin(w->buf, type);
+        g_byte_array_append(w->buf, fixed, fixed_len);
+        count_at = w->buf->len;
+        put_u32(w->buf, 0);
+        stl_be_p(w->buf->data + count_at, put_blocks(w->buf, &c));
+        ok = frame_send(w);
+    }
+    for (i = 0; i < qqq_channel_count(); i++) {
+        g_byte_array_set_size(qqq_channel_output(i), 0);
+    }
+    if (w->buf->len > QQQ_MAX_PAYLOAD / 4) {
+        g_byte_array_set_size(w->buf, 0);   /* give a big one back */
+        g_byte_array_unref(w->buf);
+        w->buf = g_byte_array_new();
+    }
+    return ok;
+}
+
 bool qqq_wire_send_reply(QqqWire *w, uint64_t elapsed_ns,
                          uint64_t lookahead_ns)
 {
-    int i, blocks = 0, channels = qqq_channel_count();
-    size_t count_at;
+    uint8_t fixed[16];
 
     if (w->version == QQQ_BASE_VERSION) {
         uint32_t be = cpu_to_be32(elapsed_ns / SCALE_US);
 
         return wire_send(w, &be, sizeof(be));
     }
-    frame_begin(w->buf, QQQ_FRAME_REPLY);
-    put_u64(w->buf, elapsed_ns);
-    put_u64(w->buf, lookahead_ns);
-    count_at = w->buf->len;
-    put_u32(w->buf, 0);
-    for (i = 0; i < channels; i++) {
-        GByteArray *out = qqq_channel_output(i);
-
-        if (out->len) {
-            put_u32(w->buf, i);
-            put_u32(w->buf, out->len);
-            g_byte_array_append(w->buf, out->data, out->len);
-            g_byte_array_set_size(out, 0);
-            blocks++;
-        }
-    }
-    stl_be_p(w->buf->data + count_at, blocks);
-    return frame_send(w);
+    stq_be_p(fixed, elapsed_ns);
+    stq_be_p(fixed + 8, lookahead_ns);
+    return send_with_output(w, QQQ_FRAME_REPLY, fixed, sizeof(fixed));
 }
 
+bool qqq_wire_send_end(QqqWire *w, uint32_t cause)
+{
+    uint8_t fixed[4];
+
+    if (w->version == QQQ_BASE_VERSION) {
+        return true;    /* no room in the base protocol: end of stream says it */
+    }
+    stl_be_p(fixed, cause);
+    return send_with_output(w, QQQ_FRAME_END, fixed, sizeof(fixed));
+}
+
+/*
+ * Has the simulator gone while the guest runs?  POLLRDHUP/POLLHUP report
+ * the end of its stream even when frames it sent ahead are still queued
+ * (a peek would see those bytes, not the end).
+ */
 bool qqq_wire_peer_gone(QqqWire *w)
 {
-    struct pollfd parent = { .fd = w->parent_fd, .events = POLLIN };
-    char c;
-    ssize_t n;
+    struct pollfd fds[2] = {
+        { .fd = w->fd, .events = POLLRDHUP },
+        { .fd = w->parent_fd, .events = POLLIN },
+    };
 
-    if (w->parent_fd >= 0 && poll(&parent, 1, 0) > 0) {
-        return true;
-    }
-    n = recv(w->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-                      errno != EINTR);
+    return poll(fds, ARRAY_SIZE(fds), 0) > 0;
 }

@@ -20,13 +20,22 @@
  * the host: the timer schedules a bottom half that pauses the vCPUs and
  * stops the clock before talking to the simulator.
  *
- * While the guest runs, a host-time timer in the main loop peeks at the
+ * While the guest runs, a host-time timer in the main loop looks at the
  * socket every QQQ_WATCH_MS, so a simulator that goes away mid-step ends
  * QEMU promptly whatever the guest is doing.  It never touches guest state,
  * so it cannot disturb determinism.
+ *
+ * Waiting on the socket holds the BQL, so QEMU's own handling of SIGTERM,
+ * SIGINT and SIGHUP (a request the main loop acts on) would never get its
+ * turn: qqq wraps those handlers to also wake the wait, which then lets go.
+ *
+ * When the machine stops for good by itself (power-off, panic, internal
+ * error, a signal), the output of the interrupted step goes out in an END
+ * frame before the socket closes, so nothing the guest sent is lost.
  */
 
 #include "qemu/osdep.h"
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include "qemu/config-file.h"
 #include "qemu/error-report.h"
@@ -60,11 +69,19 @@ typedef struct QqqState {
     QEMUBH *kvm_bh;
     int64_t reported_ns;    /* T(k-1): virtual time the last reply ended at */
     int64_t target_ns;      /* T(k-1) + A(k): where the running step ends */
+    ShutdownCause shutdown_cause;   /* why QEMU is shutting down, if it is */
+    Notifier shutdown;
+    bool ended;             /* END sent, or the stream shut: nothing more */
 } QqqState;
 
 static QqqState qqq = {
-    .wire = { .fd = -1, .parent_fd = -1, .version = QQQ_BASE_VERSION },
+    .wire = { .fd = -1, .parent_fd = -1, .wake_fd = -1,
+              .version = QQQ_BASE_VERSION },
 };
+
+/* The signals QEMU ends on (os_setup_signal_handling()). */
+static const int qqq_term_signals[] = { SIGINT, SIGHUP, SIGTERM };
+static struct sigaction qqq_term_actions[ARRAY_SIZE(qqq_term_signals)];
 
 static QemuOptsList qqq_opts = {
     .name = "qqq",
@@ -224,6 +241,71 @@ static void qqq_detach(void)
     qmp_quit(NULL);
 }
 
+/*
+ * A wait on the socket ended: the simulator left, or QEMU was told to quit
+ * (a signal), whose request the main loop carries out as soon as we return.
+ */
+static void qqq_wait_ended(void)
+{
+    if (qqq.wire.stopping) {
+        timer_del(qqq.timer);
+        timer_del(qqq.watch);
+    } else {
+        qqq_detach();
+    }
+}
+
+/*
+ * QEMU's handler for a terminating signal only records a request for the
+ * main loop; run it, then wake a wait on the socket.  Async-signal-safe.
+ */
+static void qqq_term_handler(int sig, siginfo_t *info, void *ctx)
+{
+    int saved_errno = errno;
+    uint64_t one = 1;
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(qqq_term_signals); i++) {
+        struct sigaction *old = &qqq_term_actions[i];
+
+        if (qqq_term_signals[i] != sig) {
+            continue;
+        }
+        if (old->sa_flags & SA_SIGINFO) {
+            old->sa_sigaction(sig, info, ctx);
+        } else if (old->sa_handler == SIG_IGN) {
+            return;
+        } else if (old->sa_handler != SIG_DFL) {
+            old->sa_handler(sig);
+        } else {
+            qemu_system_killed(sig, info->si_pid);
+        }
+    }
+    if (write(qqq.wire.wake_fd, &one, sizeof(one)) < 0) {
+        /* already readable: the counter is full; nothing else to do */
+    }
+    errno = saved_errno;
+}
+
+static void qqq_wrap_term_signals(void)
+{
+    size_t i;
+
+    qqq.wire.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (qqq.wire.wake_fd < 0) {
+        qqq_refuse("cannot create an eventfd to wake on signals");
+    }
+    for (i = 0; i < ARRAY_SIZE(qqq_term_signals); i++) {
+        struct sigaction act;
+
+        sigaction(qqq_term_signals[i], NULL, &qqq_term_actions[i]);
+        act = qqq_term_actions[i];
+        act.sa_sigaction = qqq_term_handler;
+        act.sa_flags = (act.sa_flags & ~SA_RESETHAND) | SA_SIGINFO;
+        sigaction(qqq_term_signals[i], &act, NULL);
+    }
+}
+
 /* Time to the next pending virtual-timer deadline after the step's end. */
 static uint64_t qqq_lookahead(void)
 {
@@ -296,10 +378,10 @@ static bool qqq_await_advance(void)
 
     timer_del(qqq.timer);
     for (;;) {
-        if (!qqq_wire_recv_advance(&qqq.wire, &advance)) {
+        if (!qqq_wire_recv_advance(&qqq.wire, qqq.reported_ns, &advance)) {
             return false;
         }
-        qqq.target_ns = qqq.reported_ns + MIN(advance, INT64_MAX / 2);
+        qqq.target_ns = qqq.reported_ns + advance;  /* checked: no overflow */
         if (advance && !qqq_idle_jump()) {
             break;
         }
@@ -316,13 +398,25 @@ static bool qqq_await_advance(void)
 /* The running step has ended at virtual time now_ns: reply and wait. */
 static void qqq_sync(int64_t now_ns)
 {
+    int64_t end_ns;
+    uint64_t elapsed;
+
+    /*
+     * The guest asked for power-off (or QEMU for its end) within this step,
+     * and a stopped vCPU may have let the clock warp to our deadline since:
+     * the step ends with END and its output when the machine stops, never
+     * with a reply first, whoever wins the race to the main loop.
+     */
+    if (qqq.ended || qemu_shutdown_requested_get() != SHUTDOWN_CAUSE_NONE) {
+        return;
+    }
     /*
      * icount stops within one instruction of the deadline, which can be
      * more than 1 us at large shifts; the step has still ended exactly at
      * its target.  Under KVM the host's latency really is guest time.
      */
-    int64_t end_ns = qqq.kvm ? MAX(now_ns, qqq.target_ns) : qqq.target_ns;
-    uint64_t elapsed = QEMU_ALIGN_DOWN(end_ns - qqq.reported_ns, qqq.unit_ns);
+    end_ns = qqq.kvm ? MAX(now_ns, qqq.target_ns) : qqq.target_ns;
+    elapsed = QEMU_ALIGN_DOWN(end_ns - qqq.reported_ns, qqq.unit_ns);
 
     if (qqq.wire.version == QQQ_BASE_VERSION) {
         elapsed = MIN(elapsed, (uint64_t)UINT32_MAX * SCALE_US);
@@ -330,7 +424,7 @@ static void qqq_sync(int64_t now_ns)
     qqq.reported_ns += elapsed;
     if (!qqq_wire_send_reply(&qqq.wire, elapsed, qqq_lookahead()) ||
         !qqq_await_advance()) {
-        qqq_detach();
+        qqq_wait_ended();
     }
 }
 
@@ -363,18 +457,51 @@ static void qqq_kvm_bh(void *opaque)
     resume_all_vcpus();
 }
 
+static void qqq_shutdown_notify(Notifier *notifier, void *data)
+{
+    qqq.shutdown_cause = *(ShutdownCause *)data;
+}
+
+/* The END frame's cause for a machine that stopped in state. */
+static uint32_t qqq_end_cause(RunState state)
+{
+    switch (state) {
+    case RUN_STATE_GUEST_PANICKED:
+        return QQQ_END_GUEST_PANIC;
+    case RUN_STATE_INTERNAL_ERROR:
+        return QQQ_END_INTERNAL_ERROR;
+    case RUN_STATE_SHUTDOWN:
+        if (qqq.shutdown_cause == SHUTDOWN_CAUSE_GUEST_PANIC) {
+            return QQQ_END_GUEST_PANIC;
+        }
+        if (qqq.shutdown_cause == SHUTDOWN_CAUSE_HOST_ERROR) {
+            return QQQ_END_INTERNAL_ERROR;
+        }
+        return shutdown_caused_by_guest(qqq.shutdown_cause) ?
+               QQQ_END_GUEST_SHUTDOWN : QQQ_END_QUIT;
+    default:
+        return 0;
+    }
+}
+
 /*
- * A guest that powered off under -no-shutdown, panicked or hit an internal
- * error will not reach the next synchronization point: end the stream now
- * instead of leaving the simulator waiting for a reply.
+ * The machine stopped for good in the middle of a step: the guest powered
+ * off (QEMU exits, or stays up under -no-shutdown), panicked, hit an
+ * internal error, or QEMU was told to quit.  The vCPUs are paused by now,
+ * so all the step's output is in: send it with an END frame, then end the
+ * stream so the simulator is never left waiting for a reply.  Not when the
+ * simulator left first (the descriptor is closed then).
  */
 static void qqq_vm_state_changed(void *opaque, bool running, RunState state)
 {
-    if (!running && qqq.wire.fd >= 0 &&
-        (state == RUN_STATE_SHUTDOWN || state == RUN_STATE_GUEST_PANICKED ||
-         state == RUN_STATE_INTERNAL_ERROR)) {
-        shutdown(qqq.wire.fd, SHUT_RDWR);
+    uint32_t cause = qqq_end_cause(state);
+
+    if (running || !cause || qqq.wire.fd < 0 || qqq.ended) {
+        return;
     }
+    qqq.ended = true;
+    qqq_wire_send_end(&qqq.wire, cause);
+    shutdown(qqq.wire.fd, SHUT_RDWR);
 }
 
 void qqq_start(void)
@@ -400,6 +527,9 @@ void qqq_start(void)
         qqq.kvm_bh = qemu_bh_new(qqq_kvm_bh, NULL);
     }
     qemu_add_vm_change_state_handler(qqq_vm_state_changed, NULL);
+    qqq.shutdown.notify = qqq_shutdown_notify;
+    qemu_register_shutdown_notifier(&qqq.shutdown);
+    qqq_wrap_term_signals();
 
     /*
      * The machine is created and marked running, but no vCPU can execute
@@ -412,11 +542,13 @@ void qqq_start(void)
     }
     qqq.reported_ns = QEMU_ALIGN_DOWN(qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL),
                                       qqq.unit_ns);
-    if (qqq.wire.version == QQQ_FRAMED_VERSION) {
-        qqq_wire_hello(&qqq.wire);
-    }
-    if (!qqq_await_advance()) {
-        exit(0);
+    if ((qqq.wire.version == QQQ_FRAMED_VERSION &&
+         !qqq_wire_hello(&qqq.wire)) || !qqq_await_advance()) {
+        if (!qqq.wire.stopping) {
+            exit(0);    /* the simulator left before the first advance */
+        }
+        /* Told to quit: the main loop does it before any guest code runs. */
+        return;
     }
     qqq_watch_cb(NULL);
     if (qqq.kvm) {
