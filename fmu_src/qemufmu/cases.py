@@ -122,13 +122,20 @@ def read_cases(system: System, path: Path) -> list[Case]:
 
 
 def _cell(value: object) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """A DataFrame cell as CSV text; missing values are empty cells."""
+    import pandas as pd
+
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    if value is None or pd.isna(value):
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if hasattr(value, "item"):  # numpy scalars
-        return _cell(value.item())
-    return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        # A column with gaps is float in pandas: 3.0 may be an Integer 3.
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 \
+            else repr(value)
+    return str(value)
 
 
 def cases_from_frame(system: System, frame) -> list[Case]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 import zipfile
@@ -220,6 +221,11 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
     """Run ``case`` to ``settings.stop_time``; never raises for the case's own
     failures (they are in the result)."""
     started = time.perf_counter()
+    # pythonfmu puts each instance's resources/ first on sys.path and never
+    # takes it off: undo that, or a long-lived worker's path grows by a few
+    # entries per case and processes it spawns import FMUs' copies of
+    # qemufmu instead of the installed one.
+    saved_path = list(sys.path)
     _LOGS.clear()
     result = CaseResult(case.name, STATUS_OK, worker=worker)
     recorded = [(column, *system.lookup(column)) for column in settings.record]
@@ -271,5 +277,6 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
     finally:
         for inst in instances.values():
             inst.close()
+        sys.path[:] = saved_path
     result.wall_s = time.perf_counter() - started
     return result

@@ -23,7 +23,9 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +172,22 @@ def _on_cluster(plan: Plan, client, progress: bool | None) -> list[CaseResult]:
     return results  # type: ignore[return-value]
 
 
+@contextmanager
+def _own_package_first():
+    """Hide sys.path entries that hold another ``qemufmu`` (an FMU's
+    resources/ that pythonfmu left at the front) while worker processes are
+    spawned: they copy this process's path and must import this package."""
+    ours = Path(__file__).resolve().parent.parent
+    saved = list(sys.path)
+    sys.path[:] = [p for p in saved
+                   if not (Path(p or ".") / "qemufmu").is_dir()
+                   or Path(p or ".").resolve() == ours]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
 def execute(plan: Plan, *, scheduler: str | None = None, workers: int | None = None,
             client=None, in_process: bool = False,
             progress: bool | None = False) -> list[CaseResult]:
@@ -188,8 +206,11 @@ def execute(plan: Plan, *, scheduler: str | None = None, workers: int | None = N
         with Client(scheduler, timeout="30s") as own:
             return _on_cluster(plan, own, progress)
     n = workers or os.cpu_count() or 1
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+    # For the whole run: the nannies respawn workers that die.
+    with _own_package_first(), \
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                         dashboard_address=None,
+                         silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as own:
         return _on_cluster(plan, own, progress)
 
