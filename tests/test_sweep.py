@@ -236,6 +236,25 @@ def test_guest_power_off_and_bad_parameter_stay_in_their_case(
     assert not qemus_of(workers)
 
 
+def _a_running_qemu(client, runner: threading.Thread) -> tuple[int, int]:
+    """(QEMU pid, its worker's pid) for the first QEMU a worker runs."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and runner.is_alive():
+        workers = set(client.run(os.getpid).values())
+        for pid in qemus_of(workers):
+            return pid, int(Path(f"/proc/{pid}/stat").read_text()
+                            .rsplit(")", 1)[1].split()[1])
+        time.sleep(0.02)
+    pytest.fail("never saw a worker running QEMU")
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
 def test_a_killed_worker_loses_nothing_and_leaves_no_qemu(ssp, cluster, tmp_path):
     """SIGKILL the worker process running a case: Dask reruns that case
     elsewhere, its results equal an undisturbed run, its QEMU is gone."""
@@ -248,29 +267,45 @@ def test_a_killed_worker_loses_nothing_and_leaves_no_qemu(ssp, cluster, tmp_path
     runner = threading.Thread(target=lambda: outcome.update(results=sweep.run(
         ssp, frame, stop_time=stop, step=STEP, scheduler=address)), daemon=True)
     runner.start()
-    victim = qemu = None
-    deadline = time.monotonic() + 60
-    while victim is None and time.monotonic() < deadline and runner.is_alive():
-        workers = set(client.run(os.getpid).values())
-        for pid in qemus_of(workers):
-            qemu, victim = pid, int(Path(f"/proc/{pid}/stat").read_text()
-                                    .rsplit(")", 1)[1].split()[1])
-            break
-        time.sleep(0.02)
-    assert victim is not None, "never saw a worker running QEMU"
+    qemu, victim = _a_running_qemu(client, runner)
     os.kill(victim, signal.SIGKILL)
     runner.join(timeout=180)
     assert not runner.is_alive(), "the sweep did not finish"
-    deadline = time.monotonic() + 10
-    while alive(qemu) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(qemu), "the killed worker's QEMU survived it"
+    assert _gone(qemu), "the killed worker's QEMU survived it"
     results = outcome["results"]
     summary = pd.DataFrame(results.attrs["summary"])
     assert (summary.status == "ok").all(), summary
     results.attrs, expected.attrs = {}, {}
     pd.testing.assert_frame_equal(results, expected, check_exact=True)
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it
+
+
+def test_a_case_whose_worker_dies_too_often_is_reported_lost(ssp, tmp_path):
+    """With Dask's allowed-failures at 0 the killed worker's case is not
+    rerun: it is reported as lost and the others still finish."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    frame = pd.DataFrame({"case": [f"c{i}" for i in range(3)],
+                          "plant.step_value": [60.0, 70.0, 80.0]})
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                         dashboard_address=":0") as local, Client(local) as client:
+        outcome: dict = {}
+        runner = threading.Thread(target=lambda: outcome.update(
+            results=sweep.run(ssp, frame, stop_time=0.6, step=STEP,
+                              client=client)), daemon=True)
+        runner.start()
+        qemu, victim = _a_running_qemu(client, runner)
+        os.kill(victim, signal.SIGKILL)
+        runner.join(timeout=180)
+        assert not runner.is_alive(), "the sweep did not finish"
+    assert _gone(qemu), "the killed worker's QEMU survived it"
+    summary = pd.DataFrame(outcome["results"].attrs["summary"])
+    lost = summary[summary.status == "lost"]
+    assert len(lost) == 1 and "KilledWorker" in lost.message.iloc[0]
+    assert (summary[summary.status != "lost"].status == "ok").all()
+    assert lost.case.iloc[0] not in set(outcome["results"].case)
 
 
 @pytest.mark.parametrize("cells,error", [

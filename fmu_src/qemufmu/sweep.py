@@ -209,7 +209,7 @@ def execute(plan: Plan, *, scheduler: str | None = None, workers: int | None = N
     # For the whole run: the nannies respawn workers that die.
     with _own_package_first(), \
             LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                         dashboard_address=None,
+                         dashboard_address=":0",
                          silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as own:
         return _on_cluster(plan, own, progress)
