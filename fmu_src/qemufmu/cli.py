@@ -104,14 +104,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 1
     table, summary = sweep.frames(plan, results)
     summary_file = sweep.write(table, summary, args.out)
-    import pandas as pd
-
-    with pd.option_context("display.max_colwidth", 70, "display.width", 200):
-        print(summary.to_string(index=False))
+    print(_table(summary))
     bad = int((summary["status"] != sweep.STATUS_OK).sum())
     print(f"{len(summary)} cases, {len(summary) - bad} ok, {bad} not ok; "
           f"{len(table)} rows in {args.out}; summary in {summary_file}")
     return 1 if bad else 0
+
+
+def _table(summary, message_width: int = 100) -> str:
+    """The summary for a terminal: left-aligned, the message last and cut
+    (the CSV beside the results has it whole)."""
+    columns = ["case", "status", "wall_s", "worker", "message"]
+    rows = [[f"{v:.3f}" if c == "wall_s" else str(v) for c, v in zip(
+        columns, values, strict=True)]
+        for values in summary[columns].itertuples(index=False)]
+    for row in rows:
+        if len(row[-1]) > message_width:
+            row[-1] = row[-1][:message_width - 3] + "..."
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    lines = [columns, *rows]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(
+        line, widths, strict=True)).rstrip() for line in lines)
 
 
 def _positive_int(text: str) -> int:
