@@ -1,7 +1,8 @@
 """The ``qemu-fmu`` command: build FMUs, run sweeps.
 
 Exit status: 0 success; 1 a build failed, a case did not finish ``ok``, or
-the cluster could not be used; 2 bad arguments or input (nothing ran).
+the cluster could not be used; 2 bad arguments or input (nothing ran); 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -182,7 +183,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # the cluster and its cases stop with us
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -129,11 +129,16 @@ def _on_worker(data: bytes, digest: str, suffix: str, system: System, case: Case
     return run_case(system, path, digest, case, settings, get_worker().address)
 
 
+def _importable(*modules: str) -> bool:
+    for module in modules:
+        importlib.import_module(module)
+    return True
+
+
 def _check_workers(client) -> None:
     client.wait_for_workers(1, timeout=60)
     try:
-        client.run(importlib.import_module, "qemufmu.cosim")
-        client.run(importlib.import_module, "fmpy")
+        client.run(_importable, "qemufmu.cosim", "fmpy", "distributed")
     except Exception as e:
         raise RuntimeError(f"a Dask worker cannot import qemu-fmu's sweep code "
                            f"({type(e).__name__}: {e}); install qemu-fmu on "
@@ -147,15 +152,32 @@ def _on_cluster(plan: Plan, client, progress: bool | None) -> list[CaseResult]:
     # Once per worker, not once per task; every worker keeps a copy, so a
     # worker that dies takes no part of the sweep's input with it.
     (blob,) = client.scatter([plan.path.read_bytes()], broadcast=True)
-    futures = [client.submit(_on_worker, blob, plan.digest, plan.path.suffix,
-                             plan.system, case, plan.settings, pure=False,
-                             key=f"qemu-fmu-case-{i}-{plan.digest[:8]}-{os.getpid()}")
-               for i, case in enumerate(plan.cases)]
-    where = {f.key: i for i, f in enumerate(futures)}
-    results: list[CaseResult | None] = [None] * len(futures)
+    tag = f"{plan.digest[:8]}-{os.getpid()}-{id(plan):x}"
+    todo = list(enumerate(plan.cases))[::-1]
+    where: dict[str, int] = {}
+    running = as_completed()
+    futures = []
+    results: list[CaseResult | None] = [None] * len(plan.cases)
+
+    def top_up() -> None:
+        # No more cases in flight than the cluster has threads: a worker
+        # then holds only the case it runs, so one that dies takes that
+        # case alone with it (Dask counts every task a dead worker held
+        # towards allowed-failures), and new workers get work as they come.
+        capacity = max(1, sum(client.nthreads().values()))
+        while todo and running.count() < capacity:
+            i, case = todo.pop()
+            future = client.submit(_on_worker, blob, plan.digest, plan.path.suffix,
+                                   plan.system, case, plan.settings, pure=False,
+                                   key=f"qemu-fmu-case-{i}-{tag}")
+            where[future.key] = i
+            futures.append(future)
+            running.add(future)
+
     try:
-        with _bar(len(futures), progress) as bar:
-            for future in as_completed(futures):
+        with _bar(len(plan.cases), progress) as bar:
+            top_up()
+            for future in running:
                 i = where[future.key]
                 try:
                     results[i] = future.result()
@@ -166,6 +188,7 @@ def _on_cluster(plan: Plan, client, progress: bool | None) -> list[CaseResult]:
                     results[i] = CaseResult(plan.cases[i].name, STATUS_LOST,
                                             f"{type(e).__name__}: {e}")
                 bar.update(1)
+                top_up()
     finally:
         client.cancel([f for f in futures if not f.done()])
         client.cancel([blob])
