@@ -403,3 +403,63 @@ def test_build_subcommand_is_build_fmu(tmp_path):
                            "-o", str(tmp_path / "x.fmu")], env=ENV,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "none.toml" in done.stderr
+
+
+def test_ssd_parameter_bindings_apply_and_cases_override_them(ssp, tmp_path):
+    """An SSD's inline and .ssv parameter bindings are start values too;
+    a CASES cell wins over them."""
+    import zipfile
+
+    ssd = zipfile.ZipFile(ssp).read("SystemStructure.ssd").decode()
+    binding = """
+<ssd:ParameterBindings>
+ <ssd:ParameterBinding>
+  <ssd:ParameterValues>
+   <ssv:ParameterSet version="1.0" name="p"
+     xmlns:ssv="http://ssp-standard.org/SSP1/SystemStructureParameterValues">
+    <ssv:Parameters>
+     <ssv:Parameter name="step_value"><ssv:Real value="42"/></ssv:Parameter>
+    </ssv:Parameters>
+   </ssv:ParameterSet>
+  </ssd:ParameterValues>
+ </ssd:ParameterBinding>
+ <ssd:ParameterBinding source="resources/plant.ssv"/>
+</ssd:ParameterBindings>
+</ssd:Component>"""
+    plant = ssd.index('source="resources/DcMotor.fmu"')
+    end = ssd.index("</ssd:Component>", plant)
+    ssd = ssd[:end] + binding.strip() + ssd[end + len("</ssd:Component>"):]
+    ssv = """<?xml version="1.0" encoding="UTF-8"?>
+<ssv:ParameterSet version="1.0" name="plant"
+    xmlns:ssv="http://ssp-standard.org/SSP1/SystemStructureParameterValues">
+  <ssv:Parameters>
+    <ssv:Parameter name="step_time"><ssv:Real value="0.02"/></ssv:Parameter>
+  </ssv:Parameters>
+</ssv:ParameterSet>
+"""
+    bound = tmp_path / "bound.ssp"
+    with zipfile.ZipFile(ssp) as src, zipfile.ZipFile(bound, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, ssd.encode() if info.filename == "SystemStructure.ssd"
+                         else data)
+        dst.writestr("resources/plant.ssv", ssv)
+    frame = pd.DataFrame({"case": ["bound", "overridden"],
+                          "plant.step_value": [None, 7.5]})
+    results = sweep.run(bound, frame, stop_time=0.03, step=STEP,
+                        record=["plant.setpoint"], in_process=True)
+    final = results.groupby("case").last()["plant.setpoint"]
+    assert final["bound"] == 42.0 and final["overridden"] == 7.5
+    early = results[(results.case == "bound") & (results.time < 0.0195)]
+    assert (early["plant.setpoint"] == 0.0).all()  # step_time from the .ssv
+
+
+def test_the_fmu_side_of_the_package_needs_no_sweep_dependencies():
+    """qemufmu is packed into every FMU: importing its slave must not pull in
+    Dask, pandas or pyarrow."""
+    code = ("import sys, qemufmu.slave; "
+            "print(sorted(m for m in ('dask', 'distributed', 'pandas', 'pyarrow', "
+            "'tqdm') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, text=True,
+                          capture_output=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
