@@ -17,6 +17,7 @@ to the last completed step.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 import sys
@@ -34,9 +35,28 @@ STATUS_OK, STATUS_FAILED, STATUS_LOST = "ok", "failed", "lost"
 CACHE = Path(os.environ.get("QEMU_FMU_SWEEP_CACHE",
                             Path(tempfile.gettempdir()) / "qemu-fmu-sweep"))
 MESSAGE_MAX = 2000
-# Warnings and errors of the running case's FMU instances, by instance name.
-# One case at a time per process (single-threaded workers, or in-process).
-_LOGS: dict[str, list[str]] = {}
+# Warnings and errors of live FMU instances, by the key each instance gets
+# as its FMI componentEnvironment.  fmpy's logger proxy is process-wide (it
+# calls the last logger registered, whichever instance logs), so one logger
+# that is never freed routes every message by that key: right even with
+# several cases at a time in one process.
+_SINKS: dict[int, list[str]] = {}
+_KEYS = itertools.count(1)
+_LOGGER = None
+
+
+def _route(env, instance, status, category, message) -> None:
+    sink = _SINKS.get(env or 0)
+    if sink is not None and status >= 1:  # not the guest's console lines
+        sink.append(" ".join(message.decode("utf-8", "replace").split()))
+
+
+def _logger():
+    global _LOGGER
+    if _LOGGER is None:
+        from fmpy.fmi2 import fmi2CallbackLoggerTYPE
+        _LOGGER = fmi2CallbackLoggerTYPE(_route)
+    return _LOGGER
 
 
 @dataclass(frozen=True)
@@ -133,7 +153,6 @@ class _Instance:
             fmi2CallbackAllocateMemoryTYPE,
             fmi2CallbackFreeMemoryTYPE,
             fmi2CallbackFunctions,
-            fmi2CallbackLoggerTYPE,
         )
         from fmpy.logging import addLoggerProxy
 
@@ -143,13 +162,19 @@ class _Instance:
         self.slave = FMU2Slave(guid=component.guid, unzipDirectory=str(unzipdir),
                                modelIdentifier=component.model_identifier,
                                instanceName=component.name)
+        self.key = next(_KEYS)
+        self.messages: list[str] = []
+        _SINKS[self.key] = self.messages
         self._callbacks = fmi2CallbackFunctions()
-        self._callbacks.logger = fmi2CallbackLoggerTYPE(self._log)
+        self._callbacks.logger = _logger()
+        self._callbacks.componentEnvironment = self.key
         self._callbacks.allocateMemory = fmi2CallbackAllocateMemoryTYPE(calloc)
         self._callbacks.freeMemory = fmi2CallbackFreeMemoryTYPE(free)
         addLoggerProxy(byref(self._callbacks))
+
+    def instantiate(self) -> None:
         # Logging on: our slave only reports a failure's cause when it is.
-        self.slave.instantiate(callbacks=self._callbacks, loggingOn=True)
+        self.call("instantiate", callbacks=self._callbacks, loggingOn=True)
         self.live = True
 
     def call(self, method: str, *args, **kwargs):
@@ -159,13 +184,6 @@ class _Instance:
         except Exception:
             self.broken = True
             raise
-
-    def _log(self, env, instance, status, category, message) -> None:
-        # fmpy's logger proxy is process-wide (the last registered callback
-        # gets every instance's messages), so file by the instance's name.
-        if status >= 1:  # warnings and worse; not the guest's console lines
-            _LOGS.setdefault(instance.decode("utf-8", "replace"), []).append(
-                " ".join(message.decode("utf-8", "replace").split()))
 
     def set(self, name: str, value: object) -> None:
         var = self.component.variables[name]
@@ -209,7 +227,7 @@ def _cause(instances: list[_Instance], error: Exception, system: System) -> str:
     """The FMUs' own words for a failure, else the exception's."""
     said = []
     for inst in instances:
-        for message in _LOGS.get(inst.component.name, []):
+        for message in inst.messages:
             said.append(message if system.kind == "fmu"
                         else f"{inst.component.name}: {message}")
     text = "; ".join(said) if said else f"{type(error).__name__}: {error}"
@@ -226,7 +244,6 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
     # entries per case and processes it spawns import FMUs' copies of
     # qemufmu instead of the installed one.
     saved_path = list(sys.path)
-    _LOGS.clear()
     result = CaseResult(case.name, STATUS_OK, worker=worker)
     recorded = [(column, *system.lookup(column)) for column in settings.record]
     result.values = {column: [] for column in settings.record}
@@ -249,6 +266,7 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
         for component in system.components.values():
             unzipdir = _unpacked(system_file, digest, component, system.kind)
             instances[component.name] = _Instance(component, unzipdir)
+            instances[component.name].instantiate()
         starts: dict[str, dict[str, object]] = {
             c.name: dict(c.bound) for c in system.components.values()}
         for column, value in case.starts:
@@ -277,6 +295,7 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
     finally:
         for inst in instances.values():
             inst.close()
+            _SINKS.pop(inst.key, None)
         sys.path[:] = saved_path
     result.wall_s = time.perf_counter() - started
     return result
