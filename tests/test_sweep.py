@@ -26,6 +26,7 @@ import pytest
 
 from conftest import built
 from qemufmu import sweep
+from qemufmu.cosim import CACHE_VARIABLE
 
 REPO = Path(__file__).resolve().parent.parent
 STOP, STEP = 0.15, 1e-3
@@ -53,6 +54,21 @@ fast,100,10,0.02,,false,,
 logged,80,10,0.05,,0,,{console}
 too_slow,100,10,0.05,,,1e-6,
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """Extract FMUs into a cache of this module's own, removed at its end:
+    the SSPs made here differ on every run and would pile up in /tmp."""
+    path = tmp_path_factory.mktemp("sweep-cache")
+    before = os.environ.get(CACHE_VARIABLE)
+    os.environ[CACHE_VARIABLE] = ENV[CACHE_VARIABLE] = str(path)
+    yield path
+    if before is None:
+        del os.environ[CACHE_VARIABLE]
+    else:
+        os.environ[CACHE_VARIABLE] = before
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

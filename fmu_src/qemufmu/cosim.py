@@ -32,8 +32,7 @@ from .cases import Case
 from .system import Component, System
 
 STATUS_OK, STATUS_FAILED, STATUS_LOST = "ok", "failed", "lost"
-CACHE = Path(os.environ.get("QEMU_FMU_SWEEP_CACHE",
-                            Path(tempfile.gettempdir()) / "qemu-fmu-sweep"))
+CACHE_VARIABLE = "QEMU_FMU_SWEEP_CACHE"
 MESSAGE_MAX = 2000
 # Warnings and errors of live FMU instances, by the key each instance gets
 # as its FMI componentEnvironment.  fmpy's logger proxy is process-wide (it
@@ -84,6 +83,12 @@ class CaseResult:
     values: dict[str, list] = field(default_factory=dict)
 
 
+def cache_dir() -> Path:
+    """Where this host keeps shipped systems and extracted FMUs."""
+    return Path(os.environ.get(CACHE_VARIABLE)
+                or Path(tempfile.gettempdir()) / "qemu-fmu-sweep")
+
+
 def digest_of(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -117,7 +122,7 @@ def materialize(data: bytes, digest: str, suffix: str) -> Path:
         out = scratch / f"system{suffix}"
         out.write_bytes(data)
         return out
-    return _install(CACHE / f"{digest}{suffix}", write)
+    return _install(cache_dir() / f"{digest}{suffix}", write)
 
 
 def _unpacked(system_file: Path, digest: str, component: Component,
@@ -140,7 +145,7 @@ def _unpacked(system_file: Path, digest: str, component: Component,
                 if mode and not info.is_dir():
                     os.chmod(out / info.filename, mode & 0o7777)
         return out
-    return _install(CACHE / f"{digest}-{component.name}", extract)
+    return _install(cache_dir() / f"{digest}-{component.name}", extract)
 
 
 class _Instance:

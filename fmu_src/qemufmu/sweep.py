@@ -11,7 +11,7 @@ the recorded variables, the times).  Each case then runs in fmpy (see
 ``cosim``) on a Dask worker: by default a ``distributed.LocalCluster`` with
 one single-threaded worker process per core, or the cluster whose scheduler
 address is given.  Workers get the system file as bytes from the client
-(scattered once to every worker, cached per host under ``cosim.CACHE``), so
+(scattered once to every worker, cached per host in ``cosim.cache_dir()``), so
 no shared filesystem is needed; they need qemu-fmu installed.
 
 Only sweep users import this module: it pulls in pandas and Dask, which the
