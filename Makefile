@@ -12,10 +12,11 @@ all: fmu
 setup: $(STAMP)
 	@scripts/setup-host.sh
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@scripts/setup-host.sh
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 qemu: setup
@@ -38,8 +39,9 @@ demo: fmu closed-loop
 	@$(PY) examples/demo.py
 	@$(PY) examples/closed_loop/demo.py
 
-bench: qemu firmware
+bench: qemu firmware closed-loop
 	@$(PY) benchmarks/sync_cost.py
+	@$(PY) benchmarks/sweep_throughput.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
