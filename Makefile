@@ -12,10 +12,11 @@ all: fmu
 setup: $(STAMP)
 	@scripts/setup-host.sh
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@scripts/setup-host.sh
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 qemu: setup
@@ -39,8 +40,9 @@ demo: fmu closed-loop
 	@$(PY) examples/closed_loop/demo.py
 	@$(PY) examples/closed_loop/demo.py --ssp dist/closed_loop_linux.ssp --stop-time 1.5
 
-bench: qemu firmware
+bench: qemu firmware closed-loop
 	@$(PY) benchmarks/sync_cost.py
+	@$(PY) benchmarks/sweep_throughput.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -105,8 +105,9 @@ def test_nothing_runs_before_the_first_advance(guests, tmp_path, version):
                      version=version) as qemu:
         if version == 2:
             qemu.channel.hello(timeout=STEP_TIMEOUT)
-        argv = Path(f"/proc/{qemu.pid}/cmdline").read_bytes().split(b"\0")
-        sock = int(argv[argv.index(b"-qqq") + 1].split(b",")[0].split(b"=")[1])
+        # Not /proc/PID/cmdline: a vfork'ed child may not have it set up yet.
+        argv = qemu.popen.args
+        sock = int(argv[argv.index("-qqq") + 1].split(",")[0].split("=")[1])
         _blocked_reading(qemu.pid, sock)
         time.sleep(0.3)
         assert qemu.poll() is None

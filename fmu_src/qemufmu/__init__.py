@@ -10,4 +10,12 @@ Modules, lowest first:
 - ``signals``: typed FMU variables as ``name=value`` lines.
 - ``config``: the FMU's parameters, validated, and the QEMU command line.
 - ``slave``: the pythonfmu slave that ties them to fmi2DoStep.
+
+Sweeps (``qemu-fmu sweep``, docs/sweeps.md), never imported by the slave:
+
+- ``system``: an SSP's or FMU's components, variables and connections.
+- ``cases``: the CASES table, typed and checked.
+- ``cosim``: one case under fmpy, failures kept in its result.
+- ``sweep``: cases on Dask workers, results as pandas/Parquet.
+- ``cli``: the ``qemu-fmu`` command.
 """
