@@ -43,6 +43,7 @@ demo: fmu closed-loop
 bench: qemu firmware closed-loop
 	@$(PY) benchmarks/sync_cost.py
 	@$(PY) benchmarks/sweep_throughput.py
+	@$(PY) benchmarks/linux_boot.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
