@@ -2,7 +2,7 @@
 
 dist/PiSpeedLinux.fmu (examples/closed_loop/pi_speed_linux.toml) boots
 Linux on `-M pc` under tcg-icount; its /init runs firmware/linux/pi_speed.c,
-the PI controller, on the signal channel (ttyS1).  A boot costs ~5 s of
+the PI controller, on the signal channel (ttyS1).  A boot costs 3-6 s of
 wall time, so one run under each master (fmpy, libcosimpy, our C master)
 serves every check: the runs (same inputs, same steps) must agree to the
 byte.
