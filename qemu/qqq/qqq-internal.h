@@ -57,6 +57,7 @@ typedef struct QqqWire {
     int wake_fd;        /* readable once QEMU was told to quit, or -1 */
     int version;
     bool stopping;      /* a wait ended because wake_fd became readable */
+    int64_t flush_until_ms; /* stopping: last frames may be written till then */
     GByteArray *buf;
 } QqqWire;
 

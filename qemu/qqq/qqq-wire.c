@@ -34,11 +34,20 @@ static void G_NORETURN G_GNUC_PRINTF(1, 2) qqq_malformed(const char *fmt, ...)
 }
 
 /*
+ * Host time a QEMU told to quit still gives a simulator that is reading to
+ * take the last frames (END and the output of the interrupted step), which
+ * can be more than the socket buffer holds.  One that does not read cannot
+ * hold QEMU longer than this.
+ */
+#define QQQ_FLUSH_MS 2000
+
+/*
  * Wait until the socket is ready for events (POLLIN or POLLOUT).  False if
  * QEMU was told to quit meanwhile (a signal: w->stopping is set; the wake
- * descriptor stays readable, so every later wait returns at once), or if
- * the simulator's process (parent=PID) ended: a child it forked may hold
- * the socket open, and nobody would ever use it again.
+ * descriptor stays readable, so every later read wait returns at once;
+ * writes go on until QQQ_FLUSH_MS after the signal), or if the
+ * simulator's process (parent=PID) ended: a child it forked may hold the
+ * socket open, and nobody would ever use it again.
  */
 static bool wire_wait(QqqWire *w, short events)
 {
@@ -49,7 +58,23 @@ static bool wire_wait(QqqWire *w, short events)
     };
 
     for (;;) {
-        if (poll(fds, ARRAY_SIZE(fds), -1) < 0) {
+        int timeout = -1;
+        int n;
+
+        if (w->stopping && (events & POLLOUT)) {
+            int64_t now = g_get_monotonic_time() / 1000;
+
+            if (!w->flush_until_ms) {
+                w->flush_until_ms = now + QQQ_FLUSH_MS;
+            }
+            if (now >= w->flush_until_ms) {
+                return false;
+            }
+            timeout = w->flush_until_ms - now;
+            fds[1].fd = -1;     /* already told: only the deadline counts */
+        }
+        n = poll(fds, ARRAY_SIZE(fds), timeout);
+        if (n < 0) {
             if (errno == EINTR) {
                 continue;   /* the wake descriptor says if it mattered */
             }
@@ -57,6 +82,9 @@ static bool wire_wait(QqqWire *w, short events)
         }
         if (fds[1].revents) {
             w->stopping = true;
+            if (events & POLLOUT) {
+                continue;
+            }
             return false;
         }
         if (fds[0].revents) {
