@@ -22,6 +22,9 @@ NO_DEADLINE = 0xFFFF_FFFF_FFFF_FFFF
 VERSION = 2
 
 HELLO, ADVANCE, REPLY = 1, 2, 3
+#: machine states between steps (docs/protocol-v2.md, "Machine states")
+SAVE, STATE, LOAD, RESULT = 16, 17, 18, 19
+MAX_PAYLOAD = 16 * 1024 * 1024
 _U32 = struct.Struct(">I")
 _HEADER = struct.Struct(">II")
 _ADVANCE = struct.Struct(">QI")
@@ -43,6 +46,10 @@ class StepTimeout(SyncError):
 
 class ProtocolError(SyncError):
     """QEMU sent something the protocol does not allow."""
+
+
+class StateRefused(SyncError):
+    """QEMU could not save or load a machine state (its message says why)."""
 
 
 class Endpoint:
@@ -72,10 +79,10 @@ class Endpoint:
         if timeout != self._timeout:  # a syscall: keep it off the hot path
             self._sock.settimeout(timeout)
             self._timeout = timeout
-        buf = b""
+        buf = bytearray()  # a machine state is megabytes: no quadratic copy
         try:
             while len(buf) < size:
-                chunk = self._sock.recv(size - len(buf))
+                chunk = self._sock.recv(min(size - len(buf), 1 << 20))
                 if not chunk:
                     raise QemuGone("QEMU closed the synchronization socket")
                 buf += chunk
@@ -85,7 +92,7 @@ class Endpoint:
             ) from e
         except ConnectionResetError as e:
             raise QemuGone("QEMU reset the synchronization socket") from e
-        return buf
+        return bytes(buf)
 
     def close(self) -> None:
         """Close our end; QEMU sees end-of-file and exits with status 0."""
@@ -178,8 +185,46 @@ class FramedChannel(Endpoint):
         self.send_advance(ns, inputs)
         return self.recv_reply(timeout)
 
-    def _recv_frame(self, want: int, timeout: float | None) -> bytes:
+    def save_state(self, timeout: float | None = None) -> bytes:
+        """The whole machine, as QEMU's migration stream, between two steps."""
+        self._send(_HEADER.pack(SAVE, 0))
+        chunks = []
+        while True:
+            kind, payload = self._recv_any(timeout)
+            if kind == STATE:
+                chunks.append(payload)
+            elif kind == RESULT:
+                self._check_result(payload)
+                return b"".join(chunks)
+            else:
+                raise ProtocolError(f"expected a STATE or RESULT frame from "
+                                    f"QEMU, got type {kind}")
+
+    def load_state(self, state: bytes, timeout: float | None = None) -> None:
+        """Load a saved machine; only before the first advance."""
+        view = memoryview(state)
+        for start in range(0, len(view), MAX_PAYLOAD):
+            chunk = view[start:start + MAX_PAYLOAD]
+            self._send(_HEADER.pack(LOAD, len(chunk)) + bytes(chunk))
+        self._send(_HEADER.pack(LOAD, 0))
+        kind, payload = self._recv_any(timeout)
+        if kind != RESULT:
+            raise ProtocolError(f"expected a RESULT frame from QEMU, got type {kind}")
+        self._check_result(payload)
+
+    @staticmethod
+    def _check_result(payload: bytes) -> None:
+        if len(payload) < 4:
+            raise ProtocolError("RESULT from QEMU is too short")
+        if _U32.unpack_from(payload)[0] != 0:
+            raise StateRefused(payload[4:].decode("utf-8", "replace"))
+
+    def _recv_any(self, timeout: float | None) -> tuple[int, bytes]:
         kind, size = _HEADER.unpack(self._recv(_HEADER.size, timeout))
+        return kind, self._recv(size, timeout) if size else b""
+
+    def _recv_frame(self, want: int, timeout: float | None) -> bytes:
+        kind, payload = self._recv_any(timeout)
         if kind != want:
             raise ProtocolError(f"expected frame type {want} from QEMU, got {kind}")
-        return self._recv(size, timeout) if size else b""
+        return payload

@@ -413,6 +413,7 @@ void qqq_start(void)
     qqq.reported_ns = QEMU_ALIGN_DOWN(qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL),
                                       qqq.unit_ns);
     if (qqq.wire.version == QQQ_FRAMED_VERSION) {
+        qqq_state_init(&qqq.reported_ns);     /* machine states: qqq-state.c */
         qqq_wire_hello(&qqq.wire);
     }
     if (!qqq_await_advance()) {
