@@ -16,7 +16,9 @@ worst status logged during the call.
 from __future__ import annotations
 
 import ctypes
+import json
 import math
+import re
 import sys
 import weakref
 from pathlib import Path
@@ -42,8 +44,16 @@ from .config import (
     validate,
 )
 from .console import Console
+from .fmustate import BadState, FmuState, StateError
 from .process import QemuProcess
-from .protocol import MAX_ADVANCE_NS, FramedChannel, QemuGone, StepTimeout, SyncError
+from .protocol import (
+    MAX_ADVANCE_NS,
+    FramedChannel,
+    QemuGone,
+    StateRefused,
+    StepTimeout,
+    SyncError,
+)
 from .signals import LINE_MAX, SIGNAL_LINE, Signal, SignalSet
 
 CONSOLE = "console"
@@ -169,6 +179,8 @@ class QemuSlave(Fmi2Slave):
         self._start_time = start_time
 
     def exit_initialization_mode(self) -> None:
+        if self._initialized:   # fmi2SetFMUstate in initialization mode did it
+            return
         try:
             self._start()
         except (ConfigError, SyncError, OSError) as e:
@@ -178,8 +190,11 @@ class QemuSlave(Fmi2Slave):
         else:
             self._initialized = True
 
-    def _start(self) -> None:
-        cfg = QemuConfig(**{name: getattr(self, name) for name in PARAMETERS})
+    def _config(self) -> QemuConfig:
+        return QemuConfig(**{name: getattr(self, name) for name in PARAMETERS})
+
+    def _launch(self, cfg: QemuConfig) -> QemuProcess:
+        """Start QEMU for ``cfg`` and exchange HELLO; never leaves it behind."""
         validate(cfg)
         resources = Path(self.resources)
         binary = resolve_binary(cfg, resources)
@@ -189,21 +204,35 @@ class QemuSlave(Fmi2Slave):
             self._channels.append(self.signals.channel)
         self._signal_index = (self._channels.index(self.signals.channel)
                               if self.signals else None)
-        transcript = Path(cfg.console_file) if cfg.console_file else None
-        self._consoles = {0: Console(transcript)}
-        self._consoles.update({i: Console() for i in range(1, len(self._channels))})
         self._step_timeout = cfg.step_timeout
-        self._qemu = QemuProcess(qemu_argv(cfg, binary, image, self._channels),
-                                 version=2)
+        qemu = QemuProcess(qemu_argv(cfg, binary, image, self._channels),
+                           version=2)
         # QEMU says HELLO only once the machine exists and -qqq accepted the
         # configuration: a refusal surfaces here, not in the first step.
         try:
-            names = self.channel.hello(timeout=cfg.step_timeout)
+            names = qemu.channel.hello(timeout=cfg.step_timeout)
         except QemuGone:
-            raise SyncError(self._qemu.explain_exit()) from None
+            why = qemu.explain_exit()
+            qemu.kill()
+            raise SyncError(why) from None
+        except BaseException:
+            qemu.kill()
+            raise
         if names != self._channels:
+            qemu.kill()
             raise SyncError(f"QEMU offers channels {names}, expected "
                             f"{self._channels}; do extra_args add -chardev qqq?")
+        return qemu
+
+    def _open_consoles(self, cfg: QemuConfig, append: bool = False) -> None:
+        transcript = Path(cfg.console_file) if cfg.console_file else None
+        self._consoles = {0: Console(transcript, append)}
+        self._consoles.update({i: Console() for i in range(1, len(self._channels))})
+
+    def _start(self) -> None:
+        cfg = self._config()
+        self._qemu = self._launch(cfg)
+        self._open_consoles(cfg)
         self._clock = StepClock(self._start_time)
         self.qemu_time = self._start_time
         self._time = self._start_time
@@ -398,6 +427,128 @@ class QemuSlave(Fmi2Slave):
 
     def set_string(self, vrs, values):
         self._set(vrs, values, String)
+
+    # -- FMU states (docs/fmu-state.md) -----------------------------------
+    # pythonfmu hands our state object to the master as the fmi2FMUstate;
+    # fmi2FreeFMUstate drops its reference, which frees everything it holds.
+
+    def _identity(self) -> str:
+        """Model name and GUID: a state only restores into the same FMU."""
+        guid = ""
+        if self.resources:
+            md = Path(self.resources).parent / "modelDescription.xml"
+            try:
+                match = re.search(rb'guid="([^"]*)"', md.read_bytes()[:4096])
+            except OSError:
+                match = None
+            guid = match.group(1).decode() if match else ""
+        return f"{type(self).__name__} {guid}".strip()
+
+    def _get_fmu_state(self) -> FmuState | BadState:
+        try:
+            return self._capture()
+        except StateError as e:
+            self.log(f"fmi2GetFMUstate: {e}", Fmi2Status.error)
+            return BadState(str(e))
+        except Exception as e:  # a bug: report it, never raise into pythonfmu
+            self.log(f"fmi2GetFMUstate: internal error {e!r}", Fmi2Status.error)
+            return BadState(repr(e))
+
+    def _capture(self) -> FmuState:
+        if self._failed:
+            raise StateError("the simulation ended with an error (see above); "
+                             "there is no state to take")
+        machine = None
+        if self._initialized:
+            try:
+                machine = self.channel.save_state(self._step_timeout)
+            except StateRefused as e:
+                raise StateError(str(e)) from None
+            except SyncError as e:
+                self._fail(f"fmi2GetFMUstate: QEMU failed while saving: {e}",
+                           Fmi2Status.discard)
+                raise StateError(f"QEMU failed while saving: {e}") from None
+        slave = {
+            "variables": {v.name: getattr(self, v.name) for v in self.vars.values()},
+            "start_time": self._start_time,
+            "time": self._time,
+            "qemu_ns": self._clock.qemu_ns if self._clock else 0,
+            "sent": self._sent,
+            "console_sent": self._console_sent,
+            "consoles": {str(i): [c.partial.decode("latin-1"), c.total_bytes]
+                         for i, c in self._consoles.items()},
+        }
+        return FmuState(self._identity(), json.loads(json.dumps(slave)), machine)
+
+    def _set_fmu_state(self, state: object) -> None:
+        try:
+            self._restore(state)
+        except StateError as e:
+            self.log(f"fmi2SetFMUstate: {e}", Fmi2Status.error)
+        except Exception as e:  # a bug: report it, never raise into pythonfmu
+            self.log(f"fmi2SetFMUstate: internal error {e!r}", Fmi2Status.error)
+
+    @staticmethod
+    def _fmu_state_to_bytes(state: object) -> bytes:
+        return state.to_bytes() if isinstance(state, FmuState | BadState) else b""
+
+    @staticmethod
+    def _fmu_state_from_bytes(data: bytes) -> FmuState | BadState:
+        try:
+            return FmuState.from_bytes(data)
+        except StateError as e:
+            return BadState(f"the serialized state is unusable: {e}")
+
+    def _restore(self, state: object) -> None:
+        """Make ``state`` this instance's state, or change nothing.
+
+        The machine goes into a new QEMU (QEMU loads a state only before its
+        first step); the running one is replaced only once the new one has
+        loaded, so a state that does not load leaves the instance as it was.
+        """
+        if isinstance(state, BadState):
+            raise StateError(f"cannot restore: {state.reason}")
+        if not isinstance(state, FmuState):
+            raise StateError("cannot restore: that is not an FMU state of "
+                             "this FMU")
+        if state.fmu != self._identity():
+            raise StateError(f"cannot restore a state of FMU '{state.fmu}' "
+                             f"into '{self._identity()}'")
+        slave = state.slave
+        params = {name: slave["variables"][name] for name in PARAMETERS}
+        cfg = QemuConfig(**params)
+        qemu = None
+        if state.machine is not None:
+            try:
+                qemu = self._launch(cfg)
+                qemu.channel.load_state(state.machine, cfg.step_timeout)
+            except (ConfigError, SyncError, OSError) as e:
+                why = str(e)
+                if qemu is not None:
+                    if qemu.poll() is not None or isinstance(e, StateRefused):
+                        why += f"; {qemu.explain_exit(grace=0.5)}"
+                    qemu.kill()
+                raise StateError(f"QEMU could not restore the state: {why}") from None
+        self._shutdown(kill=True)
+        for name, value in slave["variables"].items():
+            setattr(self, name, value)
+        self._start_time = slave["start_time"]
+        self._time = slave["time"]
+        self._sent = dict(slave["sent"])
+        self._console_sent = slave["console_sent"]
+        self._failed = False
+        self._initialized = qemu is not None
+        if qemu is None:
+            return
+        self._qemu = qemu
+        self._open_consoles(cfg, append=True)
+        for index, (partial, total) in slave["consoles"].items():
+            console = self._consoles[int(index)]
+            console.partial = partial.encode("latin-1")
+            console.total_bytes = total
+        self._consoles[0].note(f"restored the state of t={self._time:.6f} s")
+        self._clock = StepClock(self._start_time)
+        self._clock.qemu_ns = slave["qemu_ns"]
 
     # -- ending -----------------------------------------------------------
 

@@ -1,0 +1,233 @@
+"""FMU states (issue 7): roll back, branch and move a running QEMU.
+
+Everything goes through fmpy's raw FMI 2.0 API (FMU2Slave.getFMUstate,
+setFMUstate, freeFMUstate, serializeFMUstate, deSerializeFMUstate) on the
+real FMU, QEMU and guests.  A continuation after a restore must equal the
+original continuation at every step: every output, the console bytes with
+their step, the guest's next timer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+from fmpy.fmi1 import FMICallException
+
+from conftest import REPO, kvm_usable
+from fmi_helpers import Instance, qemu_children
+
+OUTPUTS = ("qemu_time", "sync_steps", "console", "console_bytes",
+           "next_event_time")
+STEP = 1e-3
+
+
+def record(inst: Instance, t: float, steps: int, step: float = STEP) -> list:
+    """Run ``steps`` steps from ``t``; every output after every step."""
+    rows = []
+    for k in range(steps):
+        inst.slave.doStep(currentCommunicationPoint=t + k * step,
+                          communicationStepSize=step)
+        rows.append(tuple(inst.get(name) for name in OUTPUTS))
+    return rows
+
+
+def qemu_tmp_files() -> set[str]:
+    """Files in the temporary directory a state could have left."""
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    return {p.name for p in tmp.iterdir() if "qemu" in p.name.lower()}
+
+
+@pytest.fixture(scope="module")
+def pi_fmu(tmp_path_factory) -> tuple[Path, Path]:
+    """A --config FMU (the PI controller) built now, and where it is unpacked."""
+    from fmpy import extract
+    config = REPO / "examples" / "closed_loop" / "pi_speed.toml"
+    tmp = tmp_path_factory.mktemp("pi")
+    out = tmp / "PiSpeedController.fmu"
+    subprocess.run([sys.executable, str(REPO / "build_fmu.py"), "--config",
+                    str(config), "--output", str(out)], check=True,
+                   capture_output=True, timeout=600)
+    return out, Path(extract(str(out), str(tmp / "unzipped")))
+
+
+def test_fmus_declare_state_support(fmu, pi_fmu):
+    for path in (fmu, pi_fmu[0]):
+        xml = zipfile.ZipFile(path).read("modelDescription.xml").decode()
+        assert 'canGetAndSetFMUstate="true"' in xml, path
+        assert 'canSerializeFMUstate="true"' in xml, path
+
+
+def test_roll_back_at_random_points_continues_identically(fmu, unzipped):
+    """States taken during a 1 ms-step run; each restored, the rest re-run."""
+    steps = 400
+    picks = sorted(random.Random(7).sample(range(1, steps - 20), 3))
+    inst = Instance(fmu, unzipped)
+    inst.start()
+    rows, states = [], {}
+    for k in range(steps):
+        if k in picks:
+            states[k] = inst.slave.getFMUstate()
+        rows += record(inst, k * STEP, 1)
+    assert any(r[2] for r in rows), "the guest printed nothing to compare"
+    for k in reversed(picks):     # later states first: time really goes back
+        inst.slave.setFMUstate(states[k])
+        again = record(inst, k * STEP, steps - k)
+        assert again == rows[k:], f"continuation from step {k} differs"
+    assert len(qemu_children()) == 1
+    for state in states.values():
+        inst.slave.freeFMUstate(state)
+    inst.close()
+    assert qemu_children() == []
+
+
+def test_branching_three_times_leaves_nothing_behind(fmu, unzipped, guests):
+    """Boot once, then three what-ifs with different console input."""
+    before = qemu_tmp_files()
+    inst = Instance(fmu, unzipped, guest_image=guests / "arm-echo.elf")
+    inst.start()
+    record(inst, 0.0, 20)
+    state = inst.slave.getFMUstate()
+    runs = {}
+    for text in ("abc", "xyz", "abc"):
+        inst.slave.setFMUstate(state)
+        inst.set("console_in", text)
+        runs.setdefault(text, []).append(record(inst, 20 * STEP, 30))
+        assert len(qemu_children()) == 1
+    assert runs["abc"][0] == runs["abc"][1]
+    assert runs["abc"][0] != runs["xyz"][0]
+    # each branch equals a run from scratch with the same inputs
+    fresh = Instance(fmu, unzipped, name="fresh", guest_image=guests / "arm-echo.elf")
+    fresh.start()
+    record(fresh, 0.0, 20)
+    fresh.set("console_in", "xyz")
+    assert record(fresh, 20 * STEP, 30) == runs["xyz"][0]
+    fresh.close()
+    inst.slave.freeFMUstate(state)
+    inst.close()
+    assert qemu_children() == []
+    assert qemu_tmp_files() <= before
+
+
+def test_state_holds_console_input_the_guest_has_not_taken(fmu, unzipped, guests):
+    """The echo guest takes a byte only as fast as its UART allows."""
+    inst = Instance(fmu, unzipped, guest_image=guests / "arm-echo.elf")
+    inst.start()
+    record(inst, 0.0, 5)
+    inst.set("console_in", "".join(chr(33 + i % 90) for i in range(3000)))
+    step = 50e-6       # far less than 3000 bytes take
+    record(inst, 5 * STEP, 1, step)
+    t = 5 * STEP + step
+    state = inst.slave.getFMUstate()
+    first = record(inst, t, 200)
+    echoed = "".join(r[2] for r in first)
+    assert echoed.count("rx ") > 1000, "the input was not still arriving"
+    inst.slave.setFMUstate(state)
+    assert record(inst, t, 200) == first
+    inst.slave.freeFMUstate(state)
+    inst.close()
+
+
+MOVE = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    from fmi_helpers import Instance
+    from test_fmu_state import record
+    from pathlib import Path
+    inst = Instance(Path({fmu!r}), Path({unzipped!r}), name="moved")
+    inst.start()
+    state = inst.slave.deSerializeFMUstate(Path({blob!r}).read_bytes())
+    inst.slave.setFMUstate(state)
+    inst.slave.freeFMUstate(state)
+    print(json.dumps(record(inst, {t!r}, {steps!r})))
+    inst.close()
+""")
+
+
+def test_serialized_state_continues_in_another_process(fmu, unzipped, guests,
+                                                       tmp_path):
+    inst = Instance(fmu, unzipped, guest_image=guests / "arm-echo.elf")
+    inst.start()
+    record(inst, 0.0, 30)
+    inst.set("console_in", "hello from the past")
+    record(inst, 30 * STEP, 1)
+    state = inst.slave.getFMUstate()
+    blob = tmp_path / "state.bin"
+    blob.write_bytes(inst.slave.serializeFMUstate(state))
+    inst.slave.freeFMUstate(state)
+    expected = record(inst, 31 * STEP, 150)
+    inst.slave.freeInstance()       # the original is gone before the move
+    script = MOVE.format(tests=str(REPO / "tests"), fmu=str(fmu),
+                         unzipped=str(unzipped), blob=str(blob),
+                         t=31 * STEP, steps=150)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, timeout=300, cwd=REPO / "tests")
+    assert done.returncode == 0, done.stderr
+    moved = [tuple(r) for r in json.loads(done.stdout)]
+    assert moved == expected
+    assert "".join(r[2] for r in expected)
+
+
+def test_corrupt_or_foreign_state_is_refused_and_instance_goes_on(fmu, unzipped,
+                                                                  pi_fmu):
+    inst = Instance(fmu, unzipped)
+    inst.start()
+    record(inst, 0.0, 10)
+    state = inst.slave.getFMUstate()
+    blob = bytearray(inst.slave.serializeFMUstate(state))
+    expected = record(inst, 10 * STEP, 50)
+    inst.slave.setFMUstate(state)
+    blob[len(blob) // 2] ^= 0xFF
+    for bad in (bytes(blob), bytes(blob[:1000]), b"not a state"):
+        broken = inst.slave.deSerializeFMUstate(bad)
+        with pytest.raises(FMICallException):
+            inst.slave.setFMUstate(broken)
+        inst.slave.freeFMUstate(broken)
+    assert "serialized state is unusable" in inst.log_text()
+    # a state of another FMU: same layout, another identity
+    other = Instance(*pi_fmu, name="pi")
+    other.start()
+    foreign = other.slave.getFMUstate()
+    with pytest.raises(FMICallException):
+        inst.slave.setFMUstate(foreign)
+    assert "cannot restore a state of FMU 'PiSpeedController" in inst.log_text()
+    other.slave.freeFMUstate(foreign)
+    other.close()
+    # nothing was half-restored: the run goes on from the good state
+    assert record(inst, 10 * STEP, 50) == expected
+    inst.slave.freeFMUstate(state)
+    inst.close()
+    assert qemu_children() == []
+
+
+def test_x86_pc_guest_rolls_back_identically(fmu, unzipped, guests):
+    inst = Instance(fmu, unzipped, machine="pc", qemu_system="x86_64",
+                    guest_image=guests / "x86-busy.elf")
+    inst.start()
+    record(inst, 0.0, 50)
+    state = inst.slave.getFMUstate()
+    first = record(inst, 50 * STEP, 100)
+    inst.slave.setFMUstate(state)
+    assert record(inst, 50 * STEP, 100) == first
+    inst.slave.freeFMUstate(state)
+    inst.close()
+
+
+@pytest.mark.skipif(kvm_usable() is not None, reason="needs /dev/kvm")
+def test_kvm_refuses_states_with_a_clear_message(fmu, unzipped, guests):
+    inst = Instance(fmu, unzipped, machine="pc", qemu_system="x86_64",
+                    accelerator="kvm", guest_image=guests / "x86-idle.elf")
+    inst.start()
+    record(inst, 0.0, 5)
+    with pytest.raises(FMICallException):
+        inst.slave.getFMUstate()
+    assert "machine states need accelerator tcg-icount" in inst.log_text()
+    record(inst, 5 * STEP, 5)       # the instance goes on
+    inst.close()
