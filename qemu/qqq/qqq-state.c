@@ -37,6 +37,7 @@
 #include "migration/migration.h"
 #include "migration/qemu-file.h"
 #include "migration/savevm.h"
+#include "system/cpus.h"
 #include "system/kvm.h"
 #include "system/runstate.h"
 #include "qqq/qqq-internal.h"
@@ -197,15 +198,23 @@ static int qqq_state_load_stream(GByteArray *data)
     f = qemu_file_new_input(QIO_CHANNEL(bioc));
     object_unref(OBJECT(bioc));
 
+    /*
+     * The machine is marked running, and qemu_loadvm_state() drops the BQL
+     * while it waits for its load threads: without the pause the vCPU
+     * would run the half-loaded guest right then.
+     */
+    pause_all_vcpus();
     qemu_system_reset(SHUTDOWN_CAUSE_SNAPSHOT_LOAD);
     mis->from_src_file = f;
     if (!yank_register_instance(MIGRATION_YANK_INSTANCE, NULL)) {
         qemu_fclose(f);
         mis->from_src_file = NULL;
+        resume_all_vcpus();
         return -EINVAL;
     }
     ret = qemu_loadvm_state(f);
     migration_incoming_state_destroy();
+    resume_all_vcpus();
     return ret;
 }
 
