@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from fmpy.fmi1 import FMICallException
 
-from conftest import REPO, kvm_usable
+from conftest import REPO, built, kvm_usable
 from fmi_helpers import Instance, qemu_children
 
 OUTPUTS = ("qemu_time", "sync_steps", "console", "console_bytes",
@@ -232,3 +232,19 @@ def test_kvm_refuses_states_with_a_clear_message(fmu, unzipped, guests):
     assert "machine states need accelerator tcg-icount" in inst.log_text()
     record(inst, 5 * STEP, 5)       # the instance goes on
     inst.close()
+
+
+def test_closed_loop_rolls_back_as_a_whole_system(capsys):
+    """examples/branching: controller and plant restored together, each
+    what-if equal to a run from scratch, step by step."""
+    built(REPO / "dist" / "closed_loop.ssp", "make closed-loop")
+    sys.path.insert(0, str(REPO / "examples" / "branching"))
+    try:
+        import branch
+    finally:
+        sys.path.pop(0)
+    assert branch.main(["--warmup", "0.3", "--what-if", "0.15",
+                        "--setpoints", "40,90"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("equals the run from scratch") == 2
+    assert qemu_children() == []
