@@ -64,5 +64,9 @@ void qqq_state_init(int64_t *reported_ns);
 void qqq_state_advanced(void);
 bool qqq_state_frame_type(uint32_t type);
 bool qqq_state_frame(QqqWire *w, uint32_t type);
+bool qqq_state_pending(void);
+
+/* qqq.c: go on stepping after a load done outside the callback. */
+void qqq_continue(bool alive);
 
 #endif

@@ -29,6 +29,7 @@
 
 #include "qemu/osdep.h"
 #include "qemu/error-report.h"
+#include "qemu/main-loop.h"
 #include "qemu/yank.h"
 #include "qapi/error.h"
 #include "io/channel-buffer.h"
@@ -40,6 +41,7 @@
 #include "system/cpus.h"
 #include "system/kvm.h"
 #include "system/runstate.h"
+#include "hw/core/cpu.h"
 #include "qqq/qqq-internal.h"
 
 /* A state larger than this is refused (the machine's RAM bounds it). */
@@ -53,7 +55,11 @@ typedef struct QqqSaved {
 } QqqSaved;
 
 static QqqSaved qqq_saved;
-static bool qqq_state_running;  /* an ADVANCE came: loads are over */
+static bool qqq_state_running;  /* an ADVANCE came: we are in the callback */
+static bool qqq_state_in_bh;    /* in qqq_state_load_bh(): vCPUs paused */
+static QqqWire *qqq_state_wire;
+static GByteArray *qqq_state_deferred;  /* a LOAD waiting for the BH */
+static QEMUBH *qqq_state_bh;
 
 static int qqq_saved_pre_save(void *opaque)
 {
@@ -106,10 +112,18 @@ static const VMStateDescription vmstate_qqq = {
     },
 };
 
+static void qqq_state_load_bh(void *opaque);
+
 void qqq_state_init(int64_t *reported_ns)
 {
     qqq_saved.reported_ns = reported_ns;
     vmstate_register(NULL, 0, &vmstate_qqq, &qqq_saved);
+    qqq_state_bh = qemu_bh_new(qqq_state_load_bh, NULL);
+}
+
+bool qqq_state_pending(void)
+{
+    return qqq_state_deferred != NULL;
 }
 
 void qqq_state_advanced(void)
@@ -218,11 +232,47 @@ static int qqq_state_load_stream(GByteArray *data)
     return ret;
 }
 
+/* Load a whole state and answer; exits QEMU if the machine is left broken. */
+static bool qqq_state_finish_load(QqqWire *w, GByteArray *data)
+{
+    int ret = qqq_state_load_stream(data);
+
+    if (ret < 0) {
+        g_autofree char *msg = g_strdup_printf(
+            "QEMU could not load the state (%s); the machine is "
+            "half-restored, so QEMU exits", strerror(-ret));
+
+        error_report("qqq: %s", msg);
+        send_result(w, false, msg);
+        exit(1);
+    }
+    return send_result(w, true, "");
+}
+
+/*
+ * A LOAD that came in the synchronization callback, done from the main
+ * loop: no timer list is being walked here.  The vCPUs were stopped in
+ * the callback and stay paused until the next step is armed.
+ */
+static void qqq_state_load_bh(void *opaque)
+{
+    g_autoptr(GByteArray) data = qqq_state_deferred;
+    bool alive;
+
+    qqq_state_deferred = NULL;
+    qqq_state_in_bh = true;
+    pause_all_vcpus();
+    alive = qqq_state_finish_load(qqq_state_wire, data);
+    qqq_continue(alive);
+    qqq_state_in_bh = false;
+    resume_all_vcpus();
+}
+
 static bool qqq_state_load(QqqWire *w)
 {
     g_autoptr(GByteArray) data = g_byte_array_new();
     const char *refusal = qqq_state_refusal();
-    int ret;
+    CPUState *cpu;
 
     /* The first chunk is in w->buf; the stream ends with an empty LOAD. */
     while (w->buf->len) {
@@ -239,22 +289,22 @@ static bool qqq_state_load(QqqWire *w)
     if (refusal) {
         return send_result(w, false, refusal);
     }
-    if (qqq_state_running) {
-        return send_result(w, false, "LOAD is accepted only before the "
-                           "first ADVANCE: start a new QEMU to restore a "
-                           "state; this machine is untouched");
+    if (!qqq_state_running || qqq_state_in_bh) {
+        return qqq_state_finish_load(w, data);
     }
-    ret = qqq_state_load_stream(data);
-    if (ret < 0) {
-        g_autofree char *msg = g_strdup_printf(
-            "QEMU could not load the state (%s); the machine is "
-            "half-restored, so QEMU exits", strerror(-ret));
-
-        error_report("qqq: %s", msg);
-        send_result(w, false, msg);
-        exit(1);
+    /*
+     * In the synchronization callback: timerlist_run_timers() would go on
+     * with the clock it read before calling us and fire restored timers
+     * early.  Stop the vCPUs here (we are their thread: this is immediate)
+     * and load from a bottom half; false tells qqq.c not to arm a step.
+     */
+    CPU_FOREACH(cpu) {
+        cpu_pause(cpu);
     }
-    return send_result(w, true, "");
+    qqq_state_wire = w;
+    qqq_state_deferred = g_steal_pointer(&data);
+    qemu_bh_schedule(qqq_state_bh);
+    return false;
 }
 
 bool qqq_state_frame(QqqWire *w, uint32_t type)

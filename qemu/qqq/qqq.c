@@ -297,7 +297,8 @@ static bool qqq_await_advance(void)
     timer_del(qqq.timer);
     for (;;) {
         if (!qqq_wire_recv_advance(&qqq.wire, &advance)) {
-            return false;
+            /* or a LOAD goes on in a bottom half (qqq-state.c) */
+            return qqq_state_pending();
         }
         qqq.target_ns = qqq.reported_ns + MIN(advance, INT64_MAX / 2);
         if (advance && !qqq_idle_jump()) {
@@ -330,6 +331,13 @@ static void qqq_sync(int64_t now_ns)
     qqq.reported_ns += elapsed;
     if (!qqq_wire_send_reply(&qqq.wire, elapsed, qqq_lookahead()) ||
         !qqq_await_advance()) {
+        qqq_detach();
+    }
+}
+
+void qqq_continue(bool alive)
+{
+    if (!alive || !qqq_await_advance()) {
         qqq_detach();
     }
 }
