@@ -500,11 +500,15 @@ class QemuSlave(Fmi2Slave):
             return BadState(f"the serialized state is unusable: {e}")
 
     def _restore(self, state: object) -> None:
-        """Make ``state`` this instance's state, or change nothing.
+        """Make ``state`` this instance's state.
 
-        The machine goes into a new QEMU (QEMU loads a state only before its
-        first step); the running one is replaced only once the new one has
-        loaded, so a state that does not load leaves the instance as it was.
+        A running QEMU with the state's parameters loads the machine in
+        place (milliseconds); otherwise (before initialization, after a
+        failure, a state of other parameters) a new QEMU loads it and
+        replaces the old one only once loaded.  A refused state changes
+        nothing; a load that fails part-way ends that QEMU (QEMU exits
+        rather than run a half-restored machine) and the instance is failed
+        until a state is set that loads.
         """
         if isinstance(state, BadState):
             raise StateError(f"cannot restore: {state.reason}")
@@ -518,7 +522,9 @@ class QemuSlave(Fmi2Slave):
         params = {name: slave["variables"][name] for name in PARAMETERS}
         cfg = QemuConfig(**params)
         qemu = None
-        if state.machine is not None:
+        if state.machine is not None and self._restore_in_place(state, cfg):
+            qemu = self._qemu
+        elif state.machine is not None:
             try:
                 qemu = self._launch(cfg)
                 qemu.channel.load_state(state.machine, cfg.step_timeout)
@@ -529,7 +535,11 @@ class QemuSlave(Fmi2Slave):
                         why += f"; {qemu.explain_exit(grace=0.5)}"
                     qemu.kill()
                 raise StateError(f"QEMU could not restore the state: {why}") from None
-        self._shutdown(kill=True)
+        if qemu is not self._qemu:
+            self._shutdown(kill=True)
+        else:
+            for console in self._consoles.values():
+                console.close()
         for name, value in slave["variables"].items():
             setattr(self, name, value)
         self._start_time = slave["start_time"]
@@ -549,6 +559,22 @@ class QemuSlave(Fmi2Slave):
         self._consoles[0].note(f"restored the state of t={self._time:.6f} s")
         self._clock = StepClock(self._start_time)
         self._clock.qemu_ns = slave["qemu_ns"]
+
+    def _restore_in_place(self, state: FmuState, cfg: QemuConfig) -> bool:
+        """Load into the running QEMU; False if there is none to load into."""
+        if (self._qemu is None or not self._initialized or self._failed
+                or cfg != self._config()):
+            return False
+        try:
+            self.channel.load_state(state.machine, self._step_timeout)
+        except SyncError as e:
+            why = str(e)
+            if self._qemu.poll() is not None or isinstance(e, StateRefused):
+                why += f"; {self._qemu.explain_exit(grace=0.5)}"
+            self._fail(f"fmi2SetFMUstate: QEMU could not load the state: {why}")
+            raise StateError("the instance has no machine now; set a state "
+                             "that loads, or reset it") from None
+        return True
 
     # -- ending -----------------------------------------------------------
 
