@@ -11,9 +11,10 @@ x86 multiboot kernel on pc, booted through SeaBIOS), through fmpy's raw FMI
 
 * QEMU start: fmi2ExitInitializationMode, which starts QEMU and waits for
   its HELLO (the baseline, measured in the same run);
-* fmi2GetFMUstate, fmi2SetFMUstate, fmi2SerializeFMUstate (with its size
-  query) and fmi2DeSerializeFMUstate, and the sizes of the machine stream
-  and of the serialized state.
+* fmi2GetFMUstate; fmi2SetFMUstate into the running QEMU (rollback,
+  branching) and into an instance that has no QEMU yet (it starts one);
+  fmi2SerializeFMUstate (with its size query) and fmi2DeSerializeFMUstate;
+  the size of the serialized state.
 
 Every figure is the median of the repetitions.  Progress goes to stderr,
 one Markdown table to stdout.  See README.md.
@@ -66,19 +67,29 @@ def measure(fmu: Path, unzipped: Path, params: dict, warmup: float,
         for k in range(steps):
             inst.slave.doStep(k * 0.01, 0.01)
         t = steps * 0.01
-        took, state = timed(inst.slave.getFMUstate)
-        add("fmi2GetFMUstate", took)
+        got, state = timed(inst.slave.getFMUstate)
+        add("fmi2GetFMUstate", got)
         inst.slave.doStep(t, 0.01)
         took, _ = timed(inst.slave.setFMUstate, state)
-        add("fmi2SetFMUstate", took)
+        add("fmi2SetFMUstate (into the running QEMU)", took)
+        add("get + set", got + took)
         took, blob = timed(inst.slave.serializeFMUstate, state)
         add("fmi2SerializeFMUstate", took)
         took, again = timed(inst.slave.deSerializeFMUstate, blob)
         add("fmi2DeSerializeFMUstate", took)
         add("serialized state (bytes)", len(blob))
+        inst.slave.doStep(t, 0.01)   # the restored instance goes on
+        # an instance whose initialization has not ended has no QEMU yet
+        fresh = Instance(fmu, unzipped, name="fresh")
+        fresh.slave.setupExperiment(startTime=0.0)
+        fresh.slave.enterInitializationMode()
+        took, _ = timed(fresh.slave.setFMUstate, again)
+        add("fmi2SetFMUstate (starts a new QEMU)", took)
+        fresh.slave.exitInitializationMode()
+        fresh.slave.doStep(t, 0.01)
+        fresh.close()
         inst.slave.freeFMUstate(again)
         inst.slave.freeFMUstate(state)
-        inst.slave.doStep(t, 0.01)   # the restored instance goes on
         inst.close()
     return {name: statistics.median(values) for name, values in rows.items()}
 

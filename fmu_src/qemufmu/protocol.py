@@ -201,7 +201,7 @@ class FramedChannel(Endpoint):
                                     f"QEMU, got type {kind}")
 
     def load_state(self, state: bytes, timeout: float | None = None) -> None:
-        """Load a saved machine; only before the first advance."""
+        """Load a saved machine (from save_state) in place of the running one."""
         view = memoryview(state)
         for start in range(0, len(view), MAX_PAYLOAD):
             chunk = view[start:start + MAX_PAYLOAD]

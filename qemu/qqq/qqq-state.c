@@ -1,6 +1,6 @@
 /*
  * qqq machine states: save the whole machine at a synchronization point,
- * load it into a QEMU that has not run yet.
+ * load it back, in the same QEMU or a new one.
  *
  * Copyright (c) 2026 qemu-fmu contributors
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -12,14 +12,13 @@
  * between two instruction budgets, and our callback holds the BQL, so no
  * guest instruction and no device timer runs while the state is written.
  *
- * LOAD frames carry a saved state into a QEMU before its first ADVANCE:
- * qqq_start() still runs inside qemu_init(), so no timer list is being
- * walked and no guest instruction has run.  The machine is reset and the
- * state loaded as loadvm does.  A load could not be done later, inside
- * the synchronization callback: timerlist_run_timers() goes on with the
- * clock it read before calling us, and would fire the restored timers
- * that lie between the restored time and that stale time at once.  A
- * simulator restores a running machine by starting a new QEMU.
+ * LOAD frames carry a saved state back, before the first ADVANCE or
+ * between any two steps: the vCPUs are paused, the machine reset and the
+ * state loaded as loadvm does.  Between steps we are inside the
+ * synchronization callback, and timerlist_run_timers() goes on with the
+ * clock it read before calling us: it would fire the restored timers that
+ * lie between the restored time and that stale time at once.  So there
+ * the load is left to a bottom half, which then resumes stepping.
  *
  * The module's own state (the time reported so far, channel input the
  * guest device has not taken yet and its retry timer) is the "qqq" section
