@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import textwrap
 import zipfile
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from fmpy.fmi1 import FMICallException
 
 from conftest import REPO, built, kvm_usable
-from fmi_helpers import Instance, qemu_children
+from fmi_helpers import Instance, open_descriptors, qemu_children
 
 OUTPUTS = ("qemu_time", "sync_steps", "console", "console_bytes",
            "next_event_time")
@@ -37,12 +38,6 @@ def record(inst: Instance, t: float, steps: int, step: float = STEP) -> list:
                           communicationStepSize=step)
         rows.append(tuple(inst.get(name) for name in OUTPUTS))
     return rows
-
-
-def qemu_tmp_files() -> set[str]:
-    """Files in the temporary directory a state could have left."""
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
-    return {p.name for p in tmp.iterdir() if "qemu" in p.name.lower()}
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +83,14 @@ def test_roll_back_at_random_points_continues_identically(fmu, unzipped):
     assert qemu_children() == []
 
 
-def test_branching_three_times_leaves_nothing_behind(fmu, unzipped, guests):
+def test_branching_three_times_leaves_nothing_behind(fmu, unzipped, guests,
+                                                     tmp_path, monkeypatch):
     """Boot once, then three what-ifs with different console input."""
-    before = qemu_tmp_files()
+    tmp = tmp_path / "tmp"      # where the FMU and QEMU would put files
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    fds = open_descriptors()
     inst = Instance(fmu, unzipped, guest_image=guests / "arm-echo.elf")
     inst.start()
     record(inst, 0.0, 20)
@@ -113,7 +113,8 @@ def test_branching_three_times_leaves_nothing_behind(fmu, unzipped, guests):
     inst.slave.freeFMUstate(state)
     inst.close()
     assert qemu_children() == []
-    assert qemu_tmp_files() <= before
+    assert list(tmp.iterdir()) == []
+    assert open_descriptors() == fds
 
 
 def test_state_holds_console_input_the_guest_has_not_taken(fmu, unzipped, guests):
@@ -233,6 +234,36 @@ def test_state_restores_into_an_instance_without_qemu(fmu, unzipped, guests):
     assert len(qemu_children()) == 1
     fresh.slave.freeFMUstate(state)
     fresh.close()
+    assert qemu_children() == []
+
+
+def test_machine_stream_that_fails_to_load_ends_that_qemu(fmu, unzipped):
+    """A well-formed state whose machine stream QEMU cannot load: QEMU exits
+    rather than run half-restored; a good state makes the instance go on."""
+    sys.path.insert(0, str(REPO / "fmu_src"))
+    try:
+        from qemufmu.fmustate import FmuState
+    finally:
+        sys.path.pop(0)
+    inst = Instance(fmu, unzipped)
+    inst.start()
+    record(inst, 0.0, 10)
+    state = inst.slave.getFMUstate()
+    good = FmuState.from_bytes(inst.slave.serializeFMUstate(state))
+    expected = record(inst, 10 * STEP, 30)
+    cut = FmuState(good.fmu, good.slave, good.machine[:len(good.machine) // 2])
+    broken = inst.slave.deSerializeFMUstate(cut.to_bytes())
+    with pytest.raises(FMICallException):
+        inst.slave.setFMUstate(broken)
+    assert "QEMU could not load the state" in inst.log_text()
+    assert qemu_children() == []
+    with pytest.raises(FMICallException):
+        record(inst, 10 * STEP, 1)
+    inst.slave.setFMUstate(state)
+    assert record(inst, 10 * STEP, 30) == expected
+    for s in (state, broken):
+        inst.slave.freeFMUstate(s)
+    inst.close()
     assert qemu_children() == []
 
 
