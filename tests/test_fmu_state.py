@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 from fmpy.fmi1 import FMICallException
 
+from c_host import run_host, start, values
 from conftest import REPO, built, kvm_usable
 from fmi_helpers import Instance, open_descriptors, qemu_children
 
@@ -304,3 +306,31 @@ def test_closed_loop_rolls_back_as_a_whole_system():
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("equals the run from scratch") == 2
+
+
+def test_c_master_rolls_back_and_moves_a_state(fmus, fmi2_host, tmp_path):
+    """The same through the loader shim in a C master with no Python of its
+    own: roll back, and move the serialized state into a second instance."""
+    q = fmus["qemu.fmu"]
+    names = ("qemu_time", "sync_steps", "console_bytes", "next_event_time")
+    kinds = {"qemu_time": "r", "next_event_time": "r"}
+
+    def after(slot: str) -> str:
+        return f"run {slot} 0.1 0.001 150\n" + "".join(
+            f"get {slot} {kinds.get(n, 'i')} {q.vrs[n]}\n" for n in names)
+
+    script = (start(q, "A") + "run A 0 0.001 100\nsave A\nserialize A\n"
+              + after("A") + "restore A\n" + after("A") + "children -\n"
+              + start(q, "B") + "deserialize B A\nrestore B\n" + after("B")
+              + "freestate A\nfreestate B\nfree A\nfree B\nchildren -\n")
+    out = run_host(fmi2_host, script, tmp_path).stdout
+    for line in ("save A -> 0", "restore A -> 0", "deserialize B -> 0",
+                 "restore B -> 0", "children 1", "children 0"):
+        assert line in out, out
+    assert re.search(r"serialize A \d+ bytes -> 0", out), out
+    runs = [[values(out, slot, q.vrs[n]) for n in names] for slot in "AB"]
+    original, again = [[series[i] for series in runs[0]] for i in (0, 1)]
+    moved = [series[0] for series in runs[1]]
+    assert original == again == moved
+    assert float(original[0]) == pytest.approx(0.25, abs=1e-9)
+    assert int(original[2]) > 0
