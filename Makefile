@@ -38,8 +38,9 @@ demo: fmu closed-loop
 	@$(PY) examples/demo.py
 	@$(PY) examples/closed_loop/demo.py
 
-bench: qemu firmware
+bench: qemu firmware fmu
 	@$(PY) benchmarks/sync_cost.py
+	@$(PY) benchmarks/state_cost.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -150,6 +150,7 @@ class QemuSlave(Fmi2Slave):
         self._time = 0.0        # where the next step must start
         self._initialized = False
         self._failed = False
+        self._fmu_identity: str | None = None
 
     def _register(self, kind: str, name: str, description: str,
                   causality: Fmi2Causality, start: object) -> None:
@@ -434,6 +435,11 @@ class QemuSlave(Fmi2Slave):
 
     def _identity(self) -> str:
         """Model name and GUID: a state only restores into the same FMU."""
+        if self._fmu_identity is None:
+            self._fmu_identity = self._read_identity()
+        return self._fmu_identity
+
+    def _read_identity(self) -> str:
         guid = ""
         if self.resources:
             md = Path(self.resources).parent / "modelDescription.xml"
@@ -459,6 +465,9 @@ class QemuSlave(Fmi2Slave):
             raise StateError("the simulation ended with an error (see above); "
                              "there is no state to take")
         machine = None
+        if self._initialized and self._qemu is None:
+            raise StateError("the instance is terminated: there is no "
+                             "machine to take a state of")
         if self._initialized:
             try:
                 machine = self.channel.save_state(self._step_timeout)
