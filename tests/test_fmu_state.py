@@ -234,8 +234,17 @@ def test_state_restores_into_an_instance_without_qemu(fmu, unzipped, guests):
     fresh.slave.exitInitializationMode()
     assert record(fresh, 20 * STEP, 60) == expected
     assert len(qemu_children()) == 1
-    fresh.slave.freeFMUstate(state)
     fresh.close()
+
+    # a running instance with other parameters: its QEMU is replaced
+    other = Instance(fmu, unzipped, name="other", icount_shift=2)
+    other.start()
+    record(other, 0.0, 5)
+    other.slave.setFMUstate(state)
+    assert record(other, 20 * STEP, 60) == expected
+    assert len(qemu_children()) == 1
+    other.slave.freeFMUstate(state)
+    other.close()
     assert qemu_children() == []
 
 
