@@ -40,10 +40,11 @@ demo: fmu closed-loop
 	@$(PY) examples/closed_loop/demo.py
 	@$(PY) examples/closed_loop/demo.py --ssp dist/closed_loop_linux.ssp --stop-time 1.5
 
-bench: qemu firmware closed-loop
+bench: qemu firmware fmu closed-loop
 	@$(PY) benchmarks/sync_cost.py
 	@$(PY) benchmarks/sweep_throughput.py
 	@$(PY) benchmarks/linux_boot.py
+	@$(PY) benchmarks/state_cost.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

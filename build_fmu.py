@@ -248,7 +248,8 @@ def build(out: Path | None, config_path: Path | None) -> Path:
         raw = FmuBuilder.build_FMU(
             script, dest=tmp / "raw.fmu", project_files=project,
             canHandleVariableCommunicationStepSize=True,
-            canBeInstantiatedOnlyOncePerProcess=False, needsExecutionTool=False)
+            canBeInstantiatedOnlyOncePerProcess=False, needsExecutionTool=False,
+            canGetAndSetFMUstate=True, canSerializeFMUstate=True)
         repack(raw, out, units)
     return out
 

@@ -26,8 +26,12 @@ def build_plant() -> Path:
     from pythonfmu.builder import FmuBuilder
 
     with tempfile.TemporaryDirectory() as tmp:
+        # Every variable of the plant is registered, so pythonfmu's default
+        # state (all variables, JSON when serialized) is its whole state.
         raw = FmuBuilder.build_FMU(HERE / "dc_motor.py", dest=Path(tmp) / "raw.fmu",
-                                   needsExecutionTool=False)
+                                   needsExecutionTool=False,
+                                   canGetAndSetFMUstate=True,
+                                   canSerializeFMUstate=True)
         out = DIST / "DcMotor.fmu"
         build_fmu.repack(raw, out, {"speed": "rad/s", "setpoint": "rad/s",
                                     "voltage": "V", "time_constant": "s",

@@ -13,10 +13,11 @@ from typing import TextIO
 class Console:
     """Line assembly for one channel, with an optional transcript file."""
 
-    def __init__(self, transcript: Path | None = None) -> None:
-        self._partial = b""
+    def __init__(self, transcript: Path | None = None, append: bool = False) -> None:
+        self.partial = b""
         self._transcript: TextIO | None = (
-            transcript.open("w", encoding="utf-8") if transcript else None)
+            transcript.open("a" if append else "w", encoding="utf-8")
+            if transcript else None)
         self.total_bytes = 0
 
     def feed(self, data: bytes, time: float) -> list[str]:
@@ -28,7 +29,7 @@ class Console:
         if not data:
             return []
         self.total_bytes += len(data)
-        *complete, self._partial = (self._partial + data).split(b"\n")
+        *complete, self.partial = (self.partial + data).split(b"\n")
         lines = [c.decode("utf-8", "replace").rstrip("\r") for c in complete]
         if self._transcript:
             for line in lines:
@@ -36,10 +37,16 @@ class Console:
             self._transcript.flush()
         return lines
 
+    def note(self, text: str) -> None:
+        """A line of our own in the transcript (not guest output)."""
+        if self._transcript:
+            self._transcript.write(f"[{'':12}] -- {text}\n")
+            self._transcript.flush()
+
     def close(self) -> None:
         if self._transcript:
-            if self._partial:
-                text = self._partial.decode("utf-8", "replace")
+            if self.partial:
+                text = self.partial.decode("utf-8", "replace")
                 self._transcript.write(f"[{'':12}] {text}\n")
             self._transcript.close()
             self._transcript = None

@@ -37,6 +37,8 @@ END_CAUSES = {
     3: "QEMU hit an internal error",
     4: "QEMU was told to quit",
 }
+#: machine states between steps (docs/protocol-v2.md, "Machine states")
+SAVE, STATE, LOAD, RESULT = 16, 17, 18, 19
 _U32 = struct.Struct(">I")
 _HEADER = struct.Struct(">II")
 _ADVANCE = struct.Struct(">QI")
@@ -70,6 +72,10 @@ class StepTimeout(SyncError):
 
 class ProtocolError(SyncError):
     """QEMU sent something the protocol does not allow."""
+
+
+class StateRefused(SyncError):
+    """QEMU could not save or load a machine state (its message says why)."""
 
 
 class Endpoint:
@@ -254,6 +260,40 @@ class FramedChannel(Endpoint):
         """One synchronization step."""
         self.send_advance(ns, inputs)
         return self.recv_reply(timeout)
+
+    def save_state(self, timeout: float | None = None) -> bytes:
+        """The whole machine, as QEMU's migration stream, between two steps."""
+        self._send(_HEADER.pack(SAVE, 0))
+        chunks = []
+        while True:
+            kind, payload = self._recv_any_frame(timeout)
+            if kind == STATE:
+                chunks.append(payload)
+            elif kind == RESULT:
+                self._check_result(payload)
+                return b"".join(chunks)
+            else:
+                raise ProtocolError(f"expected a STATE or RESULT frame from "
+                                    f"QEMU, got type {kind}")
+
+    def load_state(self, state: bytes, timeout: float | None = None) -> None:
+        """Load a saved machine (from save_state) in place of the running one."""
+        view = memoryview(state)
+        for start in range(0, len(view), MAX_PAYLOAD):
+            chunk = view[start:start + MAX_PAYLOAD]
+            self._send(_HEADER.pack(LOAD, len(chunk)) + bytes(chunk))
+        self._send(_HEADER.pack(LOAD, 0))
+        kind, payload = self._recv_any_frame(timeout)
+        if kind != RESULT:
+            raise ProtocolError(f"expected a RESULT frame from QEMU, got type {kind}")
+        self._check_result(payload)
+
+    @staticmethod
+    def _check_result(payload: bytes) -> None:
+        if len(payload) < 4:
+            raise ProtocolError("RESULT from QEMU is too short")
+        if _U32.unpack_from(payload)[0] != 0:
+            raise StateRefused(payload[4:].decode("utf-8", "replace"))
 
     def _recv_frame(self, want: int, timeout: float | None) -> bytes:
         kind, payload = self._recv_any_frame(timeout)

@@ -16,7 +16,9 @@ worst status logged during the call.
 from __future__ import annotations
 
 import ctypes
+import json
 import math
+import re
 import sys
 import weakref
 from pathlib import Path
@@ -43,8 +45,16 @@ from .config import (
     validate,
 )
 from .console import Console
+from .fmustate import BadState, FmuState, StateError
 from .process import QemuProcess
-from .protocol import MAX_TIME_NS, FramedChannel, QemuGone, StepTimeout, SyncError
+from .protocol import (
+    MAX_TIME_NS,
+    FramedChannel,
+    QemuGone,
+    StateRefused,
+    StepTimeout,
+    SyncError,
+)
 from .signals import LINE_MAX, RESEND_REQUEST, SIGNAL_LINE, Signal, SignalSet
 
 CONSOLE = "console"
@@ -147,6 +157,7 @@ class QemuSlave(Fmi2Slave):
         self._time = 0.0        # where the next step must start
         self._initialized = False
         self._failed = False
+        self._fmu_identity: str | None = None
 
     def _register(self, kind: str, name: str, description: str,
                   causality: Fmi2Causality, start: object) -> None:
@@ -176,6 +187,8 @@ class QemuSlave(Fmi2Slave):
         self._start_time = start_time
 
     def exit_initialization_mode(self) -> None:
+        if self._initialized:   # fmi2SetFMUstate in initialization mode did it
+            return
         try:
             self._start()
         except (ConfigError, SyncError, OSError) as e:
@@ -185,8 +198,11 @@ class QemuSlave(Fmi2Slave):
         else:
             self._initialized = True
 
-    def _start(self) -> None:
-        cfg = QemuConfig(**{name: getattr(self, name) for name in PARAMETERS})
+    def _config(self) -> QemuConfig:
+        return QemuConfig(**{name: getattr(self, name) for name in PARAMETERS})
+
+    def _launch(self, cfg: QemuConfig) -> QemuProcess:
+        """Start QEMU for ``cfg`` and exchange HELLO; never leaves it behind."""
         validate(cfg)
         resources = Path(self.resources)
         binary = resolve_binary(cfg, resources)
@@ -197,21 +213,35 @@ class QemuSlave(Fmi2Slave):
             self._channels.append(self.signals.channel)
         self._signal_index = (self._channels.index(self.signals.channel)
                               if self.signals else None)
-        transcript = Path(cfg.console_file) if cfg.console_file else None
-        self._consoles = {0: Console(transcript)}
-        self._consoles.update({i: Console() for i in range(1, len(self._channels))})
         self._step_timeout = cfg.step_timeout
-        self._qemu = QemuProcess(
+        qemu = QemuProcess(
             qemu_argv(cfg, binary, image, self._channels, initrd), version=2)
         # QEMU says HELLO only once the machine exists and -qqq accepted the
         # configuration: a refusal surfaces here, not in the first step.
         try:
-            names = self.channel.hello(timeout=cfg.step_timeout)
+            names = qemu.channel.hello(timeout=cfg.step_timeout)
         except QemuGone:
-            raise SyncError(self._qemu.explain_exit()) from None
+            why = qemu.explain_exit()
+            qemu.kill()
+            raise SyncError(why) from None
+        except BaseException:
+            qemu.kill()
+            raise
         if names != self._channels:
+            qemu.kill()
             raise SyncError(f"QEMU offers channels {names}, expected "
                             f"{self._channels}; do extra_args add -chardev qqq?")
+        return qemu
+
+    def _open_consoles(self, cfg: QemuConfig, append: bool = False) -> None:
+        transcript = Path(cfg.console_file) if cfg.console_file else None
+        self._consoles = {0: Console(transcript, append)}
+        self._consoles.update({i: Console() for i in range(1, len(self._channels))})
+
+    def _start(self) -> None:
+        cfg = self._config()
+        self._qemu = self._launch(cfg)
+        self._open_consoles(cfg)
         self._clock = StepClock(self._start_time)
         self.qemu_time = self._start_time
         self._time = self._start_time
@@ -412,6 +442,162 @@ class QemuSlave(Fmi2Slave):
 
     def set_string(self, vrs, values):
         self._set(vrs, values, String)
+
+    # -- FMU states (docs/fmu-state.md) -----------------------------------
+    # pythonfmu hands our state object to the master as the fmi2FMUstate;
+    # fmi2FreeFMUstate drops its reference, which frees everything it holds.
+
+    def _identity(self) -> str:
+        """Model name and GUID: a state only restores into the same FMU."""
+        if self._fmu_identity is None:
+            self._fmu_identity = self._read_identity()
+        return self._fmu_identity
+
+    def _read_identity(self) -> str:
+        guid = ""
+        if self.resources:
+            md = Path(self.resources).parent / "modelDescription.xml"
+            try:
+                match = re.search(rb'guid="([^"]*)"', md.read_bytes()[:4096])
+            except OSError:
+                match = None
+            guid = match.group(1).decode() if match else ""
+        return f"{type(self).__name__} {guid}".strip()
+
+    def _get_fmu_state(self) -> FmuState | BadState:
+        try:
+            return self._capture()
+        except StateError as e:
+            self.log(f"fmi2GetFMUstate: {e}", Fmi2Status.error)
+            return BadState(str(e))
+        except Exception as e:  # a bug: report it, never raise into pythonfmu
+            self.log(f"fmi2GetFMUstate: internal error {e!r}", Fmi2Status.error)
+            return BadState(repr(e))
+
+    def _capture(self) -> FmuState:
+        if self._failed:
+            raise StateError("the simulation ended with an error (see above); "
+                             "there is no state to take")
+        machine = None
+        if self._initialized and self._qemu is None:
+            raise StateError("the instance is terminated: there is no "
+                             "machine to take a state of")
+        if self._initialized:
+            try:
+                machine = self.channel.save_state(self._step_timeout)
+            except StateRefused as e:
+                raise StateError(str(e)) from None
+            except SyncError as e:
+                self._fail(f"fmi2GetFMUstate: QEMU failed while saving: {e}",
+                           Fmi2Status.discard)
+                raise StateError(f"QEMU failed while saving: {e}") from None
+        slave = {
+            "variables": {v.name: getattr(self, v.name) for v in self.vars.values()},
+            "start_time": self._start_time,
+            "time": self._time,
+            "qemu_ns": self._clock.qemu_ns if self._clock else 0,
+            "sent": self._sent,
+            "console_sent": self._console_sent,
+            "consoles": {str(i): [c.partial.decode("latin-1"), c.total_bytes]
+                         for i, c in self._consoles.items()},
+        }
+        return FmuState(self._identity(), json.loads(json.dumps(slave)), machine)
+
+    def _set_fmu_state(self, state: object) -> None:
+        try:
+            self._restore(state)
+        except StateError as e:
+            self.log(f"fmi2SetFMUstate: {e}", Fmi2Status.error)
+        except Exception as e:  # a bug: report it, never raise into pythonfmu
+            self.log(f"fmi2SetFMUstate: internal error {e!r}", Fmi2Status.error)
+
+    @staticmethod
+    def _fmu_state_to_bytes(state: object) -> bytes:
+        return state.to_bytes() if isinstance(state, FmuState | BadState) else b""
+
+    @staticmethod
+    def _fmu_state_from_bytes(data: bytes) -> FmuState | BadState:
+        try:
+            return FmuState.from_bytes(data)
+        except StateError as e:
+            return BadState(f"the serialized state is unusable: {e}")
+
+    def _restore(self, state: object) -> None:
+        """Make ``state`` this instance's state.
+
+        A running QEMU with the state's parameters loads the machine in
+        place (milliseconds); otherwise (before initialization, after a
+        failure, a state of other parameters) a new QEMU loads it and
+        replaces the old one only once loaded.  A refused state changes
+        nothing; a load that fails part-way ends that QEMU (QEMU exits
+        rather than run a half-restored machine) and the instance is failed
+        until a state is set that loads.
+        """
+        if isinstance(state, BadState):
+            raise StateError(f"cannot restore: {state.reason}")
+        if not isinstance(state, FmuState):
+            raise StateError("cannot restore: that is not an FMU state of "
+                             "this FMU")
+        if state.fmu != self._identity():
+            raise StateError(f"cannot restore a state of FMU '{state.fmu}' "
+                             f"into '{self._identity()}'")
+        slave = state.slave
+        params = {name: slave["variables"][name] for name in PARAMETERS}
+        cfg = QemuConfig(**params)
+        qemu = None
+        if state.machine is not None and self._restore_in_place(state, cfg):
+            qemu = self._qemu
+        elif state.machine is not None:
+            try:
+                qemu = self._launch(cfg)
+                qemu.channel.load_state(state.machine, cfg.step_timeout)
+            except (ConfigError, SyncError, OSError) as e:
+                why = str(e)
+                if qemu is not None:
+                    if qemu.poll() is not None or isinstance(e, StateRefused):
+                        why += f"; {qemu.explain_exit(grace=0.5)}"
+                    qemu.kill()
+                raise StateError(f"QEMU could not restore the state: {why}") from None
+        if qemu is not self._qemu:
+            self._shutdown(kill=True)
+        else:
+            for console in self._consoles.values():
+                console.close()
+        for name, value in slave["variables"].items():
+            setattr(self, name, value)
+        self._start_time = slave["start_time"]
+        self._time = slave["time"]
+        self._sent = dict(slave["sent"])
+        self._console_sent = slave["console_sent"]
+        self._failed = False
+        self._initialized = qemu is not None
+        if qemu is None:
+            return
+        self._qemu = qemu
+        self._open_consoles(cfg, append=True)
+        for index, (partial, total) in slave["consoles"].items():
+            console = self._consoles[int(index)]
+            console.partial = partial.encode("latin-1")
+            console.total_bytes = total
+        self._consoles[0].note(f"restored the state of t={self._time:.6f} s")
+        self._clock = StepClock(self._start_time)
+        self._clock.qemu_ns = slave["qemu_ns"]
+
+    def _restore_in_place(self, state: FmuState, cfg: QemuConfig) -> bool:
+        """Load into the running QEMU; False if there is none to load into."""
+        if (self._qemu is None or not self._initialized or self._failed
+                or cfg != self._config()):
+            return False
+        try:
+            self.channel.load_state(state.machine, self._step_timeout)
+        except SyncError as e:
+            why = str(e)
+            if self._qemu.poll() is not None or isinstance(e, StateRefused):
+                why += f"; {self._qemu.explain_exit(grace=0.5)}"
+            self._fail(f"fmi2SetFMUstate: QEMU could not load the state: {why}")
+            raise StateError("the instance has no machine now; set a state "
+                             "that loads, or reset it") from None
+        return True
 
     # -- ending -----------------------------------------------------------
 

@@ -23,6 +23,7 @@
 
 #include "qemu/osdep.h"
 #include "chardev/char.h"
+#include "qemu/bswap.h"
 #include "qemu/module.h"
 #include "qemu/timer.h"
 #include "qom/object.h"
@@ -94,6 +95,64 @@ void qqq_channel_input(int index, const uint8_t *data, size_t len)
 GByteArray *qqq_channel_output(int index)
 {
     return QQQ_CHARDEV(g_ptr_array_index(qqq_channels, index))->out;
+}
+
+/*
+ * What the channels hold between two steps, for a machine state
+ * (qqq-state.c): per channel, the input the device has not taken yet and
+ * when the retry timer offers it next.  Output is always empty there: the
+ * reply just took it.
+ */
+void qqq_channel_save(GByteArray *b)
+{
+    uint8_t word[8];
+    int i;
+
+    stl_be_p(word, qqq_channel_count());
+    g_byte_array_append(b, word, 4);
+    for (i = 0; i < qqq_channel_count(); i++) {
+        QqqChardev *q = QQQ_CHARDEV(g_ptr_array_index(qqq_channels, i));
+
+        stq_be_p(word, timer_expire_time_ns(q->retry));
+        g_byte_array_append(b, word, 8);
+        stl_be_p(word, q->in->len - q->in_pos);
+        g_byte_array_append(b, word, 4);
+        g_byte_array_append(b, q->in->data + q->in_pos,
+                            q->in->len - q->in_pos);
+    }
+}
+
+bool qqq_channel_load(const uint8_t *p, size_t len)
+{
+    const uint8_t *end = p + len;
+    int i;
+
+    if (len < 4 || ldl_be_p(p) != qqq_channel_count()) {
+        return false;
+    }
+    p += 4;
+    for (i = 0; i < qqq_channel_count(); i++) {
+        QqqChardev *q = QQQ_CHARDEV(g_ptr_array_index(qqq_channels, i));
+        int64_t expire;
+        uint32_t n;
+
+        if (end - p < 12 || end - p - 12 < ldl_be_p(p + 8)) {
+            return false;
+        }
+        expire = ldq_be_p(p);
+        n = ldl_be_p(p + 8);
+        g_byte_array_set_size(q->in, 0);
+        g_byte_array_append(q->in, p + 12, n);
+        q->in_pos = 0;
+        g_byte_array_set_size(q->out, 0);
+        if (expire >= 0) {
+            timer_mod(q->retry, expire);
+        } else {
+            timer_del(q->retry);
+        }
+        p += 12 + n;
+    }
+    return p == end;
 }
 
 static int qqq_chr_write(Chardev *chr, const uint8_t *buf, int len)

@@ -195,6 +195,21 @@ static bool frame_recv(QqqWire *w, uint32_t want, const char *name,
     }
     type = ldl_be_p(hdr);
     len = ldl_be_p(hdr + 4);
+    /* Between two steps the simulator may save or load the machine. */
+    while (want == QQQ_FRAME_ADVANCE && qqq_state_frame_type(type)) {
+        if (len > QQQ_MAX_PAYLOAD) {
+            qqq_malformed("state frame payload of %u bytes exceeds the "
+                          "limit of %u", len, QQQ_MAX_PAYLOAD);
+        }
+        g_byte_array_set_size(w->buf, len);
+        if (!wire_recv(w, w->buf->data, len, false) ||
+            !qqq_state_frame(w, type) ||
+            !wire_recv(w, hdr, sizeof(hdr), true)) {
+            return false;
+        }
+        type = ldl_be_p(hdr);
+        len = ldl_be_p(hdr + 4);
+    }
     if (type != want) {
         qqq_malformed("expected a %s frame (type %u), got type %u", name,
                       want, type);
@@ -209,6 +224,21 @@ static bool frame_recv(QqqWire *w, uint32_t want, const char *name,
     }
     g_byte_array_set_size(w->buf, len);
     return wire_recv(w, w->buf->data, len, false);
+}
+
+bool qqq_wire_recv_frame(QqqWire *w, uint32_t want, const char *name)
+{
+    return frame_recv(w, want, name, 0);
+}
+
+bool qqq_wire_send_frame(QqqWire *w, uint32_t type, const void *data,
+                         size_t len)
+{
+    uint8_t hdr[8];
+
+    stl_be_p(hdr, type);
+    stl_be_p(hdr + 4, len);
+    return wire_send(w, hdr, sizeof(hdr)) && wire_send(w, data, len);
 }
 
 bool qqq_wire_hello(QqqWire *w)
@@ -318,6 +348,7 @@ bool qqq_wire_recv_advance(QqqWire *w, int64_t now_ns, uint64_t *advance_ns)
         qqq_malformed("%u stray bytes after the last ADVANCE block", left);
     }
     check_limit(now_ns, *advance_ns);
+    qqq_state_advanced();
     /* The whole frame is sound: now let the guest see its bytes. */
     p = w->buf->data + 12;
     for (i = 0; i < blocks; i++) {

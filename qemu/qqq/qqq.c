@@ -379,7 +379,8 @@ static bool qqq_await_advance(void)
     timer_del(qqq.timer);
     for (;;) {
         if (!qqq_wire_recv_advance(&qqq.wire, qqq.reported_ns, &advance)) {
-            return false;
+            /* or a LOAD goes on in a bottom half (qqq-state.c) */
+            return qqq_state_pending();
         }
         qqq.target_ns = qqq.reported_ns + advance;  /* checked: no overflow */
         if (advance && !qqq_idle_jump()) {
@@ -425,6 +426,13 @@ static void qqq_sync(int64_t now_ns)
     if (!qqq_wire_send_reply(&qqq.wire, elapsed, qqq_lookahead()) ||
         !qqq_await_advance()) {
         qqq_wait_ended();
+    }
+}
+
+void qqq_continue(bool alive)
+{
+    if (!alive || !qqq_await_advance()) {
+        qqq_detach();
     }
 }
 
@@ -542,6 +550,9 @@ void qqq_start(void)
     }
     qqq.reported_ns = QEMU_ALIGN_DOWN(qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL),
                                       qqq.unit_ns);
+    if (qqq.wire.version == QQQ_FRAMED_VERSION) {
+        qqq_state_init(&qqq.reported_ns);     /* machine states: qqq-state.c */
+    }
     if ((qqq.wire.version == QQQ_FRAMED_VERSION &&
          !qqq_wire_hello(&qqq.wire)) || !qqq_await_advance()) {
         if (!qqq.wire.stopping) {

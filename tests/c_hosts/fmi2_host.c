@@ -13,6 +13,11 @@
  *   step ID T H              run ID T0 H N  (N steps; stops at the first
  *                                            status that is not fmi2OK)
  *   children -               how many QEMU children this process has
+ *   save ID | restore ID | freestate ID   fmi2Get/Set/FreeFMUstate, one
+ *                                         state per ID
+ *   serialize ID                          the ID's state to bytes kept
+ *   deserialize ID [FROM]                 bytes (FROM's, else ID's) to the
+ *                                         ID's state
  *
  * Two IDs may name two FMUs or two instances of one.  Exit status 0 when
  * the script ran to its end, whatever the FMU answered.
@@ -35,6 +40,9 @@ typedef struct Slot {
     char guid[256];
     void *lib;
     fmi2Component c;
+    fmi2FMUstate state;
+    fmi2Byte *blob;
+    size_t blob_size;
 #define FIELD(name, ret, params) ret (*name) params;
     FMI2_FORWARDED(FIELD)
 #undef FIELD
@@ -182,6 +190,34 @@ static void run(Slot *s, double t0, double h, long n)
     printf("run %s steps=%ld -> %d\n", s->id, k, st);
 }
 
+static void state_cmd(Slot *s, const char *cmd, const Slot *from)
+{
+    fmi2Status st;
+
+    if (!strcmp(cmd, "save")) {
+        st = s->fmi2GetFMUstate(s->c, &s->state);
+    } else if (!strcmp(cmd, "restore")) {
+        st = s->fmi2SetFMUstate(s->c, s->state);
+    } else if (!strcmp(cmd, "freestate")) {
+        st = s->fmi2FreeFMUstate(s->c, &s->state);
+        s->state = NULL;
+    } else if (!strcmp(cmd, "serialize")) {
+        st = s->fmi2SerializedFMUstateSize(s->c, s->state, &s->blob_size);
+        free(s->blob);
+        s->blob = malloc(s->blob_size ? s->blob_size : 1);
+        if (st == fmi2OK) {
+            st = s->fmi2SerializeFMUstate(s->c, s->state, s->blob,
+                                          s->blob_size);
+        }
+        printf("serialize %s %zu bytes -> %d\n", s->id, s->blob_size, st);
+        return;
+    } else {
+        st = s->fmi2DeSerializeFMUstate(s->c, from->blob, from->blob_size,
+                                        &s->state);
+    }
+    printf("%s %s -> %d\n", cmd, s->id, st);
+}
+
 int main(int argc, char **argv)
 {
     FILE *in = argc > 1 ? fopen(argv[1], "r") : stdin;
@@ -247,6 +283,10 @@ int main(int argc, char **argv)
                    s->c, strtod(a, NULL), strtod(b, NULL), fmi2True));
         } else if (!strcmp(cmd, "run")) {
             run(s, strtod(a, NULL), strtod(b, NULL), atol(c));
+        } else if (!strcmp(cmd, "save") || !strcmp(cmd, "restore") ||
+                   !strcmp(cmd, "freestate") || !strcmp(cmd, "serialize") ||
+                   !strcmp(cmd, "deserialize")) {
+            state_cmd(s, cmd, a[0] ? slot(a, 0) : s);
         } else {
             fprintf(stderr, "fmi2_host: unknown command %s\n", cmd);
             return 2;
