@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import weakref
 from ctypes import byref
 from pathlib import Path
 
@@ -16,6 +18,25 @@ from fmpy.fmi2 import (
 )
 from fmpy.logging import addLoggerProxy
 
+# fmpy's logger proxy (it formats the variadic message in C) keeps ONE
+# process-wide slot for the Python callback, the last one registered.  A
+# callback owned by an instance that was garbage-collected then dangles, and
+# the next message of any other instance calls freed memory.  So there is
+# one callback for the whole process, never freed, and it routes each
+# message by the componentEnvironment the instance was given.
+_instances: dict[int, weakref.ref] = {}
+_keys = itertools.count(1)
+
+
+def _route(env, instance, status, category, message) -> None:
+    owner = _instances.get(env or 0)
+    owner = owner() if owner else None
+    if owner is not None:
+        owner.messages.append((status, message.decode(errors="replace")))
+
+
+_LOGGER = fmi2CallbackLoggerTYPE(_route)
+
 
 class Instance:
     """One instance of the FMU, its variables by name, and its log."""
@@ -28,16 +49,16 @@ class Instance:
         self.slave = FMU2Slave(guid=md.guid, unzipDirectory=str(unzipdir),
                                modelIdentifier=md.coSimulation.modelIdentifier,
                                instanceName=name)
+        self._key = next(_keys)
+        _instances[self._key] = weakref.ref(self)
         self._callbacks = fmi2CallbackFunctions()
-        self._callbacks.logger = fmi2CallbackLoggerTYPE(self._log)
+        self._callbacks.logger = _LOGGER
         self._callbacks.allocateMemory = fmi2CallbackAllocateMemoryTYPE(calloc)
         self._callbacks.freeMemory = fmi2CallbackFreeMemoryTYPE(free)
+        self._callbacks.componentEnvironment = self._key
         addLoggerProxy(byref(self._callbacks))
         self.slave.instantiate(callbacks=self._callbacks, loggingOn=logging_on)
         self.params = params
-
-    def _log(self, env, instance, status, category, message) -> None:
-        self.messages.append((status, message.decode(errors="replace")))
 
     def log_text(self) -> str:
         return "\n".join(m for _, m in self.messages)
