@@ -61,8 +61,8 @@ class Fmu:
 class Loop:
     """The controller and the motor, coupled every millisecond."""
 
-    def __init__(self, unzipped: dict[str, Path]) -> None:
-        self.ecu = Fmu(DIST / "PiSpeedController.fmu", unzipped["ecu"], "ecu")
+    def __init__(self, unzipped: dict[str, Path], ecu: Path) -> None:
+        self.ecu = Fmu(ecu, unzipped["ecu"], "ecu")
         self.motor = Fmu(DIST / "DcMotor.fmu", unzipped["motor"], "motor")
         self.steps = 0
 
@@ -99,10 +99,10 @@ class Loop:
 
 
 def branch(warmup: float, what_if: float, setpoints: list[float],
-           unzipped: dict[str, Path]) -> dict:
+           unzipped: dict[str, Path], ecu: Path) -> dict:
     """Warm up once, then every what-if from the saved state."""
     start = time.perf_counter()
-    loop = Loop(unzipped)
+    loop = Loop(unzipped, ecu)
     loop.run(100.0, warmup)
     state = loop.save()
     runs = {}
@@ -115,12 +115,12 @@ def branch(warmup: float, what_if: float, setpoints: list[float],
 
 
 def from_scratch(warmup: float, what_if: float, setpoints: list[float],
-                 unzipped: dict[str, Path]) -> dict:
+                 unzipped: dict[str, Path], ecu: Path) -> dict:
     """The same what-ifs, each booting and warming up on its own."""
     start = time.perf_counter()
     runs = {}
     for sp in setpoints:
-        loop = Loop(unzipped)
+        loop = Loop(unzipped, ecu)
         loop.run(100.0, warmup)
         runs[sp] = loop.run(sp, what_if)
         loop.close()
@@ -135,21 +135,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds each what-if runs")
     parser.add_argument("--setpoints", default="30,60,90,110",
                         help="comma-separated set-points (rad/s), one per what-if")
+    parser.add_argument("--ecu", type=Path, default=DIST / "PiSpeedController.fmu",
+                        help="the controller FMU (default: the Cortex-M one; "
+                             "dist/PiSpeedLinux.fmu boots Linux once)")
     args = parser.parse_args(argv)
     setpoints = [float(s) for s in args.setpoints.split(",")]
-    for fmu in ("PiSpeedController.fmu", "DcMotor.fmu"):
-        if not (DIST / fmu).is_file():
-            print(f"branch.py: dist/{fmu} missing; run "
+    for fmu in (args.ecu, DIST / "DcMotor.fmu"):
+        if not fmu.is_file():
+            print(f"branch.py: {fmu} missing; run "
                   "examples/closed_loop/build.py first", file=sys.stderr)
             return 1
     with tempfile.TemporaryDirectory(prefix="qemu-fmu-branching-") as tmp:
         unzipped = {
-            "ecu": Path(extract(str(DIST / "PiSpeedController.fmu"),
-                                f"{tmp}/ecu")),
+            "ecu": Path(extract(str(args.ecu), f"{tmp}/ecu")),
             "motor": Path(extract(str(DIST / "DcMotor.fmu"), f"{tmp}/motor")),
         }
-        branched = branch(args.warmup, args.what_if, setpoints, unzipped)
-        scratch = from_scratch(args.warmup, args.what_if, setpoints, unzipped)
+        branched = branch(args.warmup, args.what_if, setpoints, unzipped, args.ecu)
+        scratch = from_scratch(args.warmup, args.what_if, setpoints, unzipped,
+                               args.ecu)
     same = True
     print(f"branch point t={args.warmup:g} s; each what-if runs "
           f"{args.what_if:g} s in {STEP * 1e3:g} ms steps")
