@@ -2,10 +2,11 @@
 byte-identical replies however the host delays QEMU's threads.
 
 The closed loop's controller (firmware/build/arm-pi.elf, signals on a qqq
-channel) runs a few short co-simulations unperturbed and many with its
-vCPU thread at SCHED_IDLE on a CPU kept busy by other processes, so that it
-is preempted at arbitrary points while the main loop runs on a free CPU.
-Every reply (elapsed time, lookahead, the guest's output) must match.
+channel) runs a short co-simulation unperturbed, then many times on two
+CPUs, one of them kept busy by other processes, with its vCPU thread at
+SCHED_IDLE: that thread is preempted at arbitrary points while the main
+loop keeps running.  Every reply (elapsed time, lookahead, the guest's
+output) must match.
 
 Before the fix in qemu/qqq/qqq.c (qqq_vcpu_accounted, see
 docs/qqq-internals.md) about one such run in seven warped the virtual clock
@@ -55,19 +56,16 @@ def pin(pid: int, cpus: set[int]) -> None:
         os.sched_setaffinity(int(tid), cpus)
 
 
-def cosimulate(argv: list[str], perturb: tuple[int, set[int]] | None) -> list[str]:
+def cosimulate(argv: list[str], perturb: set[int] | None) -> list[str]:
     """STEPS 1 ms steps with the closed loop's inputs; one line per reply.
 
-    ``perturb`` (busy CPU, QEMU's CPUs): QEMU runs on those CPUs, its vCPU
-    thread at SCHED_IDLE on the busy one."""
+    ``perturb``: CPUs to run QEMU on, its vCPU thread at SCHED_IDLE."""
     replies = []
     with QemuProcess(argv, version=2) as qemu:
         qemu.channel.hello(timeout=T)
         if perturb:
-            busy_cpu, cpus = perturb
-            pin(qemu.pid, cpus)
+            pin(qemu.pid, perturb)
             for tid in vcpu_threads(qemu.pid):
-                os.sched_setaffinity(tid, {busy_cpu})
                 os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         for k in range(STEPS):
             line = f"setpoint=100.0\nspeed={0.5 * k!r}\n".encode()
@@ -79,15 +77,16 @@ def cosimulate(argv: list[str], perturb: tuple[int, set[int]] | None) -> list[st
 
 @pytest.fixture
 def busy_cpu():
-    """Two busy-looping processes on one CPU; yields (that CPU, QEMU's CPUs)."""
+    """Two busy-looping processes on one CPU; yields it and one more (if
+    there is one) for QEMU."""
     cpus = sorted(os.sched_getaffinity(0))
-    busy, qemu_cpus = cpus[0], set(cpus[:2])
+    busy, qemu_cpus = cpus[0], set(cpus[:2])  # the layout of a 2-core host
     loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"],
                               stdin=subprocess.DEVNULL) for _ in range(2)]
     try:
         for p in loops:
             os.sched_setaffinity(p.pid, {busy})
-        yield busy, qemu_cpus
+        yield qemu_cpus
     finally:
         for p in loops:
             p.kill()
@@ -103,8 +102,8 @@ def test_preempted_vcpu_changes_no_reply(guests, busy_cpu):
     for run in range(RUNS):
         replies = cosimulate(argv, busy_cpu)
         if replies != reference:
-            differing.append((run, next(f"step {k}: {a!r} != {b!r}" for k, (a, b)
-                                        in enumerate(zip(replies, reference))
-                                        if a != b)))
+            k = next(k for k, (a, b) in enumerate(zip(replies, reference, strict=True))
+                     if a != b)
+            differing.append((run, f"step {k}: {replies[k]!r} != {reference[k]!r}"))
     assert not differing, (f"{len(differing)} of {RUNS} perturbed runs differ "
                            f"from the reference; first: {differing[0]}")
