@@ -34,14 +34,11 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO / "fmu_src")}
 CLI = [sys.executable, "-m", "qemufmu.cli"]
 DASK = Path(sys.executable).parent / "dask"
 
-# Every output but ecu.next_event_time.  That one (QEMU's lookahead) is not
-# yet repeatable under load: in about 1 of 50 cases run two at a time on
-# this 2-core machine, its value after the first step differed by some
-# hundred nanoseconds (0.001000466 vs 0.001001273 s) while everything the
-# guest did was identical.  A QEMU-side (qqq) matter; put it back here when
-# it is fixed.
+# Every output, ecu.next_event_time (QEMU's lookahead) included: under load
+# it once differed between runs, by a host-timed clock warp fixed in
+# qemu/qqq/qqq.c (docs/qqq-internals.md, tests/test_host_timing.py).
 RECORD = ("ecu.qemu_time", "ecu.sync_steps", "ecu.console", "ecu.console_bytes",
-          "ecu.voltage", "plant.speed", "plant.setpoint")
+          "ecu.next_event_time", "ecu.voltage", "plant.speed", "plant.setpoint")
 
 CASES = """\
 case,plant.step_value,plant.gain,plant.time_constant,ecu.icount_shift,ecu.network,ecu.step_timeout,ecu.console_file

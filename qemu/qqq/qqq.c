@@ -46,6 +46,7 @@
 #include "qemu/timer.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-control.h"
+#include "system/accel-ops.h"
 #include "system/cpus.h"
 #include "system/cpu-timers.h"
 #include "system/cpu-timers-internal.h"
@@ -319,6 +320,37 @@ static uint64_t qqq_lookahead(void)
     return next < 0 ? QQQ_NO_DEADLINE : MAX(now + next - qqq.reported_ns, 0);
 }
 
+/*
+ * Under icount a vCPU that is still inside its execution slice has run
+ * instructions that the clock does not show yet: icount_process_data()
+ * adds them only after tcg_cpu_exec() returns.  A WFI or HLT sets
+ * cpu->halted (without the BQL) before that, so the main loop, woken for
+ * any reason in between, sees every vCPU idle and warps the clock to the
+ * next deadline from the stale count; the vCPU then adds its instructions
+ * on top and the clock overshoots the deadline by as many nanoseconds as
+ * host scheduling decided.  A vCPU is idle for QEMU only once its slice is
+ * accounted: icount_budget is zero outside the slice (and inside it only
+ * when nothing can run).  The vCPU thread wakes the main loop to warp when
+ * it is done, so no warp is lost.  TCG leaves this hook unset; KVM does
+ * not use icount.
+ */
+static bool qqq_vcpu_accounted(CPUState *cpu)
+{
+    bool accounted = qatomic_read(&cpu->icount_budget) == 0;
+
+    smp_rmb();      /* the count icount_process_data() stored before it */
+    return accounted;
+}
+
+static void qqq_guard_idle_check(void)
+{
+    AccelOpsClass *ops =
+        ACCEL_OPS_CLASS(object_class_by_name(ACCEL_OPS_NAME("tcg")));
+
+    assert(ops == cpus_get_accel() && !ops->cpu_thread_is_idle);
+    ops->cpu_thread_is_idle = qqq_vcpu_accounted;
+}
+
 static void qqq_no_work(CPUState *cpu, run_on_cpu_data data)
 {
 }
@@ -528,6 +560,9 @@ void qqq_start(void)
     qemu_socket_set_block(qqq.wire.fd);
 
     qqq.kvm = kvm_enabled();
+    if (!qqq.kvm) {
+        qqq_guard_idle_check();
+    }
     qqq.unit_ns = qqq.wire.version == QQQ_BASE_VERSION ? SCALE_US : 1;
     qqq.timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, qqq_timer_cb, NULL);
     qqq.watch = timer_new_ms(QEMU_CLOCK_REALTIME, qqq_watch_cb, NULL);
