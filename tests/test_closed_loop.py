@@ -35,8 +35,10 @@ def plant(ssp, tmp_path_factory) -> dict[str, float]:
 
 
 def firmware_constant(name: str) -> float:
-    """A `#define NAME value` of the controller firmware, firmware/arm/pi.c."""
-    text = (REPO / "firmware" / "arm" / "pi.c").read_text()
+    """A `#define NAME value` of the controller firmware: its law
+    (firmware/lib/pi_law.h) or its sampling (firmware/arm/pi.c)."""
+    text = "".join((REPO / "firmware" / f).read_text()
+                   for f in ("lib/pi_law.h", "arm/pi.c"))
     return float(re.search(rf"^#define {name}\s+([-\d.e]+)", text, re.M)[1])
 
 

@@ -12,12 +12,9 @@
  * with the queue full the handler stops reading and QEMU holds back.
  */
 #include "mps2.h"
+#include "pi_law.h"
 #include "qqq_signals.h"
 
-/* Gains for a DC motor of ~10 rad/s/V and ~50 ms time constant. */
-#define KP    0.5	/* V / (rad/s) */
-#define KI    20.0	/* V / (rad/s) / s */
-#define V_MAX 12.0	/* V, supply limit */
 #define TS    0.001	/* s, the SysTick period */
 
 static double setpoint, speed;
@@ -60,14 +57,8 @@ void UART0RX_Handler(void)
 static double pi_step(double sp, double meas)
 {
 	static double integral;
-	double e = sp - meas;
-	double u = KP * e + integral + KI * TS * e;
 
-	/* Anti-windup: no integrating while saturated in the direction the
-	 * error pushes, so the output leaves the limit as soon as e turns. */
-	if (!((u > V_MAX && e > 0) || (u < -V_MAX && e < 0)))
-		integral += KI * TS * e;
-	return u > V_MAX ? V_MAX : u < -V_MAX ? -V_MAX : u;
+	return pi_law(&integral, TS, sp, meas);
 }
 
 int main(void)

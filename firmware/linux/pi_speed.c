@@ -27,12 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pi_law.h"
 #include "qqq_signals.h"
 
 /* Gains for a DC motor of ~10 rad/s/V and ~50 ms time constant. */
-#define KP    0.5	/* V / (rad/s) */
-#define KI    20.0	/* V / (rad/s) / s */
-#define V_MAX 12.0	/* V, supply limit */
 #define TS_NS 1000000	/* the sample period, 1 ms */
 #define TS    (TS_NS * 1e-9)
 
@@ -77,12 +75,8 @@ static void flush_out(void)
 static double pi_step(double sp, double meas)
 {
 	static double integral;
-	double e = sp - meas;
-	double u = KP * e + integral + KI * TS * e;
 
-	if (!((u > V_MAX && e > 0) || (u < -V_MAX && e < 0)))
-		integral += KI * TS * e;
-	return u > V_MAX ? V_MAX : u < -V_MAX ? -V_MAX : u;
+	return pi_law(&integral, TS, sp, meas);
 }
 
 static double seconds(clockid_t clock)
