@@ -16,9 +16,6 @@ from pathlib import Path
 
 HOSTS = Path(__file__).resolve().parent / "c_hosts"
 CLEAN_ENV = {"PATH": "/usr/bin:/bin"}
-GLIBC = {"ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6", "libpthread.so.0",
-         "libdl.so.2", "librt.so.1", "libresolv.so.2", "libutil.so.1",
-         "libmvec.so.1"}
 FMUS = ("qemu.fmu", "PiSpeedController.fmu", "DcMotor.fmu")
 
 

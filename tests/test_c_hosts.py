@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from buildlib.native import GLIBC, needed, runpath
 from c_host import (
     CLEAN_ENV,
     FMUS,
-    GLIBC,
     Unpacked,
     compile_host,
     run_host,
@@ -35,14 +35,9 @@ def test_every_needed_library_resolves_inside_the_fmu_or_to_glibc(fmus, name):
     elves = elf_files(root)
     assert any(p.name == f"{fmus[name].model}.so" for p in elves)
     for elf in elves:
-        dynamic = subprocess.run(["readelf", "-d", str(elf)], capture_output=True,
-                                 text=True, check=True, timeout=30).stdout
-        needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic)
-        runpath = re.findall(r"\((?:RUNPATH|RPATH)\)\s+Library r\w*: \[([^\]]*)\]",
-                             dynamic)
         dirs = [Path(d.replace("$ORIGIN", str(elf.parent))).resolve()
-                for d in (runpath[0].split(":") if runpath else [])]
-        for lib in needed:
+                for d in runpath(elf)]
+        for lib in needed(elf):
             if lib in GLIBC:
                 continue
             inside = [d / lib for d in dirs if (d / lib).is_file()]

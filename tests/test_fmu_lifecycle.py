@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -258,3 +259,28 @@ def test_socket_close_alone_stops_qemu(fmu, unzipped):
     assert re.search(r"QEMU ended during the step .* exited with status 0",
                      qemu.log_text()), qemu.log_text()
     assert not qemu_children()
+
+
+def test_qemu_outlives_the_master_thread_that_started_it(fmu, unzipped):
+    """QEMU watches the master's process, not the thread that started it:
+    libcosim's workers start QEMU and end while the simulation goes on."""
+    box: dict[str, Instance] = {}
+
+    def start() -> None:
+        box["qemu"] = Instance(fmu, unzipped)
+        box["qemu"].start()
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    starter.join(timeout=30)
+    assert not starter.is_alive() and "qemu" in box
+    qemu = box["qemu"]
+    try:
+        time.sleep(0.3)    # a thread-bound death signal would have fired
+        t = 0.0
+        for _ in range(100):
+            qemu.slave.doStep(t, 0.001)
+            t += 0.001
+        assert abs(qemu.get("qemu_time") - 0.1) < 1e-9
+    finally:
+        qemu.close()

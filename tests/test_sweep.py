@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 
 from conftest import built
+from fmi_helpers import children
 from qemufmu import sweep
 from qemufmu.cosim import CACHE_VARIABLE
 
@@ -88,19 +89,8 @@ def cases(tmp_path_factory) -> Path:
 
 def qemus_of(parents: set[int]) -> list[int]:
     """PIDs of qemu-system processes whose parent is one of ``parents``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if ppid in parents and comm.startswith("qemu-system"):
-            found.append(int(entry))
-    return found
+    return [pid for parent in parents for pid, comm in children(parent).items()
+            if comm.startswith("qemu-system")]
 
 
 def alive(pid: int) -> bool:
