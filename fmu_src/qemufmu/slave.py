@@ -412,8 +412,9 @@ class QemuSlave(Fmi2Slave):
             var = self._variable(vr, kind, True)
             if var is None:
                 continue
-            if var.name == "console_in" and len(value.encode()) > CONSOLE_IN_MAX:
-                self.log(f"console_in of {len(value.encode())} bytes refused: a "
+            size = len(value.encode()) if var.name == "console_in" else 0
+            if size > CONSOLE_IN_MAX:
+                self.log(f"console_in of {size} bytes refused: a "
                          f"step carries at most {CONSOLE_IN_MAX}; split it over "
                          "steps", Fmi2Status.error)
                 continue
