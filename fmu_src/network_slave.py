@@ -30,10 +30,12 @@ from pythonfmu import (
     String,
 )
 from pythonfmu.enums import Fmi2Status
+
 from qemufmu.ethernet import Frame, FrameError, decode, encode
 from qemufmu.fmustate import BadState, FmuState, StateError
 from qemufmu.network.capture import INBOUND, OUTBOUND, Capture
-from qemufmu.network.link import LinkParams, Network as Model, ParameterError
+from qemufmu.network.link import LinkParams, ParameterError
+from qemufmu.network.link import Network as Model
 
 KINDS = {"Real": Real, "Integer": Integer, "Boolean": Boolean, "String": String}
 PARAMETERS = {
