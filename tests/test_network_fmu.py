@@ -351,7 +351,11 @@ def test_capture_records_lost_frames_inbound_only(network_fmu, network_dir, nets
 
 # -- FMU state -----------------------------------------------------------------
 
-RATE = 1e6          # slow: frames stay in the queues across steps
+# The 3-port switch, so that the learned table shows (a 2-port switch floods
+# to the one other port it would forward to).  At 10 Mbit/s port 1 gets
+# ~500 us of frames every 300 us: a queue builds up, frames wait behind
+# earlier ones and some are dropped, so a state holds frames in flight.
+RATE = 10e6
 
 
 def traffic(k: int) -> dict[int, list[Frame]]:
@@ -361,7 +365,8 @@ def traffic(k: int) -> dict[int, list[Frame]]:
     t = int(k * H * 1e9) + 5_000
     return {0: [Frame(t, eth(MAC_B, MAC_A, 500, k)),
                 Frame(t + 1, eth(BROADCAST, MAC_A, 80, k))],
-            1: [Frame(t + 2, eth(MAC_A, MAC_B, 900, k))]}
+            1: [Frame(t + 2, eth(MAC_A, MAC_B, 900, k))],
+            2: [Frame(t + 3, eth(MAC_A, MAC_C, 60, k))] if k % 9 == 0 else []}
 
 
 def other_traffic(k: int) -> dict[int, list[Frame]]:
@@ -379,18 +384,20 @@ def run(net: Net, steps: range, inputs) -> list[list[str]]:
     for k in steps:
         net.step(inputs(k))
         outs.append(net.raw_outputs() + [str(net.inst.get("lost")),
+                                          str(net.inst.get("frames")),
                                           str(net.inst.get("port1_dropped"))])
     return outs
 
 
 def test_a_state_with_frames_in_flight_restores_and_continues_identically(
-        network_fmu, network_dir, nets, tmp_path):
+        switch3, nets, tmp_path):
+    fmu, unzipdir = switch3
     ref_pcap, pcap = tmp_path / "ref.pcapng", tmp_path / "rolled.pcapng"
-    ref = nets(network_fmu, network_dir, **state_params(ref_pcap)).start()
+    ref = nets(fmu, unzipdir, **state_params(ref_pcap)).start()
     ref_out = run(ref, range(40), traffic)
     ref.close()
 
-    net = nets(network_fmu, network_dir, **state_params(pcap)).start()
+    net = nets(fmu, unzipdir, **state_params(pcap)).start()
     assert run(net, range(20), traffic) == ref_out[:20]
     state = net.inst.slave.getFMUstate()
     size_at_state = pcap.stat().st_size
@@ -406,16 +413,18 @@ def test_a_state_with_frames_in_flight_restores_and_continues_identically(
     net.close()
     assert pcap.read_bytes() == ref_pcap.read_bytes()
     assert any(outs[1] for outs in ref_out)               # frames did flow
+    assert 0 < int(ref_out[-1][-1]) and 0 < int(ref_out[-1][-3])  # dropped, lost
 
 
 def test_a_serialized_state_restores_into_a_fresh_instance(
-        network_fmu, network_dir, nets, tmp_path):
+        switch3, nets, tmp_path):
+    fmu, unzipdir = switch3
     ref_pcap, pcap = tmp_path / "ref.pcapng", tmp_path / "moved.pcapng"
-    ref = nets(network_fmu, network_dir, **state_params(ref_pcap)).start()
+    ref = nets(fmu, unzipdir, **state_params(ref_pcap)).start()
     ref_out = run(ref, range(30), traffic)
     ref.close()
 
-    first = nets(network_fmu, network_dir, **state_params(pcap)).start()
+    first = nets(fmu, unzipdir, **state_params(pcap)).start()
     run(first, range(15), traffic)
     state = first.inst.slave.getFMUstate()
     blob = first.inst.slave.serializeFMUstate(state)
@@ -423,7 +432,7 @@ def test_a_serialized_state_restores_into_a_fresh_instance(
     run(first, range(15, 30), other_traffic)
     first.close()
 
-    fresh = nets(network_fmu, network_dir).start()         # no capture, defaults
+    fresh = nets(fmu, unzipdir).start()         # no capture, defaults
     state = fresh.inst.slave.deSerializeFMUstate(blob)
     fresh.inst.slave.setFMUstate(state)
     fresh.inst.slave.freeFMUstate(state)
