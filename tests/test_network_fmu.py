@@ -442,6 +442,36 @@ def test_a_serialized_state_restores_into_a_fresh_instance(
     assert pcap.read_bytes() == ref_pcap.read_bytes()
 
 
+def test_a_state_whose_capture_file_is_gone_starts_the_capture_anew(
+        network_fmu, network_dir, nets, tmp_path):
+    pcap = tmp_path / "gone.pcapng"
+    first = nets(network_fmu, network_dir, delay=1e-3,
+                 capture_file=str(pcap)).start()
+    first.step({0: [Frame(1_000, eth(MAC_B, MAC_A, 60, 1))]})
+    state = first.inst.slave.getFMUstate()
+    blob = first.inst.slave.serializeFMUstate(state)
+    first.inst.slave.freeFMUstate(state)
+    first.close()
+    pcap.unlink()
+
+    fresh = nets(network_fmu, network_dir).start()
+    state = fresh.inst.slave.deSerializeFMUstate(blob)
+    fresh.inst.slave.setFMUstate(state)           # a warning, not an error
+    fresh.inst.slave.freeFMUstate(state)
+    assert "starts anew" in fresh.inst.log_text()
+    fresh.k = 1
+    fresh.step({1: [Frame(101_000, eth(MAC_A, MAC_B, 60, 2))]})
+    fresh.close()
+    # What was in flight when the state was taken is still recorded: the
+    # first frame's records had not been written yet (its send time was
+    # not before that step's start).
+    rows = [(r[0], r[1], r[2]) for r in tshark(pcap)]
+    assert rows == [(Decimal("0.000001000"), 0, 1),
+                    (Decimal("0.000101000"), 1, 1),
+                    (Decimal("0.001001000"), 1, 2),
+                    (Decimal("0.001101000"), 0, 2)]
+
+
 # -- bad input -------------------------------------------------------------------
 
 
