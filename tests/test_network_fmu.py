@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import sys
 import zipfile
 from decimal import Decimal
 from pathlib import Path
@@ -93,7 +94,7 @@ def network_dir(network_fmu, tmp_path_factory) -> Path:
 def switch3(tmp_path_factory) -> tuple[Path, Path]:
     """A 3-port network FMU, built with build_fmu.py --network --ports 3."""
     out = tmp_path_factory.mktemp("switch3") / "Network.fmu"
-    subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(REPO / "build_fmu.py"),
+    subprocess.run([sys.executable, str(REPO / "build_fmu.py"),
                     "--network", "--ports", "3", "-o", str(out)],
                    check=True, timeout=120, capture_output=True)
     return out, _extract(out, out.parent / "unzipped")
@@ -153,7 +154,7 @@ def nets():
 
 
 def test_fmpy_validate_passes(network_fmu):
-    done = subprocess.run([str(REPO / ".venv" / "bin" / "fmpy"), "validate",
+    done = subprocess.run([str(Path(sys.executable).parent / "fmpy"), "validate",
                            str(network_fmu)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
