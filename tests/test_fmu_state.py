@@ -24,7 +24,7 @@ import pytest
 from fmpy.fmi1 import FMICallException
 
 from c_host import run_host, start, values
-from conftest import REPO, built, kvm_usable
+from conftest import REPO, checked, kvm_usable
 from fmi_helpers import Instance, open_descriptors, qemu_children
 
 OUTPUTS = ("qemu_time", "sync_steps", "console", "console_bytes",
@@ -304,11 +304,12 @@ def test_kvm_refuses_states_with_a_clear_message(fmu, unzipped, guests):
     inst.close()
 
 
-def test_closed_loop_rolls_back_as_a_whole_system():
+def test_closed_loop_rolls_back_as_a_whole_system(guests):
     """examples/branching: controller and plant restored together, each
     what-if equal to a run from scratch, step by step.  In a process of its
     own: fmpy's logger proxy would call back into this one's dead loggers."""
-    built(REPO / "dist" / "closed_loop.ssp", "make closed-loop")
+    for name in ("PiSpeedController.fmu", "DcMotor.fmu"):  # what branch.py runs
+        checked(guests, name)
     done = subprocess.run(
         [sys.executable, str(REPO / "examples" / "branching" / "branch.py"),
          "--warmup", "0.3", "--what-if", "0.15", "--setpoints", "40,90"],

@@ -13,14 +13,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fmpy.fmi1 import FMICallException
 
-from conftest import FIRMWARE, REPO, built, fail_if_stale, stale_fmu
+from conftest import FIRMWARE, REPO, built, checked
 from fmi_helpers import Instance, qemu_children
 from qemufmu.config import ConfigError, QemuConfig, qemu_argv, validate
 
@@ -38,15 +37,7 @@ SERIES = ("voltage", "uptime", "wall_clock")
 @pytest.fixture(scope="module")
 def linux_fmu(guests) -> Path:
     """dist/PiSpeedLinux.fmu, checked to match its sources."""
-    path = built(REPO / "dist" / "PiSpeedLinux.fmu", "make closed-loop")
-    linux = guests / "linux"
-    problems = stale_fmu(path, linux / "vmlinux", "dist/PiSpeedLinux.fmu")
-    with zipfile.ZipFile(path) as z:
-        if z.read("resources/guest/initrd") != (linux / "initrd.cpio").read_bytes():
-            problems.append("dist/PiSpeedLinux.fmu: its initrd differs from "
-                            "firmware/build/linux/initrd.cpio")
-    fail_if_stale(problems, "make closed-loop")
-    return path
+    return checked(guests, "PiSpeedLinux.fmu")
 
 
 def run_fmpy(fmu: Path, tmp: Path) -> dict:
@@ -288,20 +279,11 @@ def test_bad_linux_parameters_fail_initialization(fmu, unzipped, params, message
     assert not qemu_children()
 
 
-def test_linux_closed_loop_settles_like_the_cortex_m_one(linux_fmu):
+def test_linux_closed_loop_settles_like_the_cortex_m_one(guests):
     """dist/closed_loop_linux.ssp: pi_speed against the DC motor, the
     set-point stepping at 1 s (after the boot); the same bounds as
     test_closed_loop's firmware loop."""
-    ssp = built(REPO / "dist" / "closed_loop_linux.ssp", "make closed-loop")
-    here = REPO / "examples" / "closed_loop"
-    with zipfile.ZipFile(ssp) as z:
-        fail_if_stale(
-            [f"closed_loop_linux.ssp: {name} differs from {src.name}"
-             for name, src in (("resources/PiSpeedLinux.fmu", linux_fmu),
-                               ("resources/DcMotor.fmu", REPO / "dist" / "DcMotor.fmu"),
-                               ("SystemStructure.ssd",
-                                here / "SystemStructure_linux.ssd"))
-             if z.read(name) != src.read_bytes()], "make closed-loop")
+    ssp = checked(guests, "closed_loop_linux.ssp")
     m = metrics(simulate_fmpy(ssp, STEP, 1.5))
     assert m["step_time"] == pytest.approx(1.0, abs=1e-3)
     assert m["settling_time"] < 0.15

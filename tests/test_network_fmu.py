@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-import zipfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 from fmpy.fmi1 import FMICallException
 from fmpy.fmi2 import fmi2Error
 
-from conftest import REPO, built, fail_if_stale
+from conftest import REPO, checked
 from fmi_helpers import Instance
 from qemufmu.ethernet import Frame, decode, encode
 
@@ -52,32 +51,10 @@ def ser_ns(size: int, bit_rate: float) -> int:
 # -- fixtures ------------------------------------------------------------
 
 
-def _stale_network(fmu: Path) -> list[str]:
-    import dpkt
-
-    problems = []
-    with zipfile.ZipFile(fmu) as z:
-        names = set(z.namelist())
-        src = REPO / "fmu_src"
-        for path in [src / "network_slave.py",
-                     *sorted((src / "qemufmu").rglob("*.py"))]:
-            if "__pycache__" in path.parts:
-                continue
-            name = "resources/" + path.relative_to(src).as_posix()
-            if name not in names or z.read(name) != path.read_bytes():
-                problems.append(f"{name} differs from fmu_src")
-        init = "resources/dpkt/__init__.py"
-        if init not in names or z.read(init) != Path(dpkt.__file__).read_bytes():
-            problems.append("its bundled dpkt is not the installed one")
-    return problems
-
-
 @pytest.fixture(scope="session")
-def network_fmu() -> Path:
+def network_fmu(guests) -> Path:
     """dist/Network.fmu (make fmu), checked to match its sources."""
-    path = built(REPO / "dist" / "Network.fmu", "make fmu")
-    fail_if_stale(_stale_network(path), "make fmu")
-    return path
+    return checked(guests, "Network.fmu")
 
 
 def _extract(fmu: Path, into: Path) -> Path:

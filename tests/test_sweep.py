@@ -24,7 +24,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import built
 from fmi_helpers import children
 from qemufmu import sweep
 from qemufmu.cosim import CACHE_VARIABLE
@@ -67,16 +66,6 @@ def private_cache(tmp_path_factory):
     else:
         os.environ[CACHE_VARIABLE] = before
     shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def ssp() -> Path:
-    return built(REPO / "dist" / "closed_loop.ssp", "make closed-loop")
-
-
-@pytest.fixture(scope="module")
-def qemu_fmu() -> Path:
-    return built(REPO / "dist" / "qemu.fmu", "make fmu")
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +215,7 @@ def test_separate_scheduler_and_workers_give_the_same_bytes(
 
 
 def test_guest_power_off_and_bad_parameter_stay_in_their_case(
-        qemu_fmu, guests, cluster, tmp_path):
+        fmu, guests, cluster, tmp_path):
     address, client = cluster
     frame = pd.DataFrame({
         "case": ["default_guest", "powers_off", "bad_shift"],
@@ -235,7 +224,7 @@ def test_guest_power_off_and_bad_parameter_stay_in_their_case(
         "qemu_system": ["", "x86_64", ""],
         "icount_shift": [None, None, 11],
     })
-    results = sweep.run(qemu_fmu, frame, stop_time=0.05, step=1e-3,
+    results = sweep.run(fmu, frame, stop_time=0.05, step=1e-3,
                         record=["qemu_time", "console"], scheduler=address)
     summary = pd.DataFrame(results.attrs["summary"]).set_index("case")
     assert summary.loc["default_guest", "status"] == "ok"
