@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import weakref
 from ctypes import byref
 from pathlib import Path
@@ -123,3 +127,40 @@ def qemu_children() -> list[int]:
 
 def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+# PR_SET_CHILD_SUBREAPER makes the wrapper inherit whatever the command
+# leaves behind; after the command exits, the wrapper's children are exactly
+# those orphans (alive or not yet reaped).  It kills and reaps them, and
+# says who they were in the file named by its first argument.
+_REAPER = """
+import ctypes, json, os, subprocess, sys
+sys.path.insert(0, {tests!r})
+from fmi_helpers import children
+if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:
+    sys.exit("prctl(PR_SET_CHILD_SUBREAPER) failed")
+code = subprocess.run(sys.argv[2:]).returncode
+left = children()
+for pid in left:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+with open(sys.argv[1], "w") as out:
+    json.dump(left, out)
+sys.exit(code)
+"""
+
+
+def run_reaping(argv: list[str], timeout: float, **kwargs
+                ) -> tuple[subprocess.CompletedProcess, dict[int, str]]:
+    """Run ``argv`` (output captured as text) under a child subreaper;
+    return its result and {pid: command name} of the processes it left
+    behind.  A child of a child is not a test's child: this sees it."""
+    with tempfile.TemporaryDirectory(prefix="reaper-") as tmp:
+        report = Path(tmp) / "left.json"
+        code = _REAPER.format(tests=str(Path(__file__).resolve().parent))
+        done = subprocess.run([sys.executable, "-c", code, str(report), *argv],
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, **kwargs)
+        assert report.exists(), done.stderr
+        left = {int(pid): comm for pid, comm in json.loads(report.read_text()).items()}
+    return done, left

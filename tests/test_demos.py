@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -31,7 +32,16 @@ def test_default_demo(fmu, tmp_path):
 def test_closed_loop_demo(ssp, tmp_path):
     out = _run("closed_loop/demo.py", "--ssp", str(ssp), "--stop-time", "0.3",
                "--out", str(tmp_path))
+    figures = {}
     for master in ("fmpy", "libcosim"):
-        assert f"{master}" in out and "settling time (2%)" in out
+        line = re.search(rf"^{master} +0.3 s simulated in [0-9.]+ s: settling time "
+                         r"\(2%\) ([0-9.]+) ms, overshoot (-?[0-9.]+) %, "
+                         r"final error (\S+) rad/s$", out, re.M)
+        assert line, out
+        figures[master] = line.groups()
+        # README's targets for the demo's step response
+        assert float(line[1]) < 150 and float(line[2]) < 5, line[0]
     assert out.count("settling time (2%)") == 2
+    # Both masters compute the same loop (test_closed_loop.py).
+    assert figures["fmpy"][:2] == figures["libcosim"][:2], figures
     assert (tmp_path / "closed_loop.png").read_bytes().startswith(PNG)

@@ -10,8 +10,11 @@ import math
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from fmpy.fmi1 import FMICallException
@@ -66,8 +69,9 @@ def test_step_beyond_protocol_range(fmu, unzipped):
 ])
 def test_bad_parameters_fail_initialization(fmu, unzipped, params, message):
     qemu = Instance(fmu, unzipped, **params)
-    with pytest.raises(FMICallException):
+    with pytest.raises(FMICallException) as failure:
         qemu.start()
+    assert failure.value.status == fmi2Error
     assert re.search(message, qemu.log_text()), qemu.log_text()
     assert not qemu_children()
 
@@ -77,26 +81,58 @@ def test_qemu_binary_that_is_not_executable(fmu, unzipped, tmp_path):
     binary.write_bytes(b"\x7fELF")
     binary.chmod(0o644)
     qemu = Instance(fmu, unzipped, qemu_binary=str(binary))
-    with pytest.raises(FMICallException):
+    with pytest.raises(FMICallException) as failure:
         qemu.start()
+    assert failure.value.status == fmi2Error
     assert re.search(r"QEMU binary .* is not executable", qemu.log_text())
     assert not qemu_children()
 
 
-def test_unreadable_guest_image(fmu, unzipped, tmp_path):
-    if os.geteuid() == 0:
-        # root reads anything; a directory is unreadable as an image to anyone.
-        image = tmp_path
-    else:
-        image = tmp_path / "fw.elf"
-        image.write_bytes(b"x")
-        image.chmod(0)
+@pytest.mark.parametrize("kind,problem", [
+    ("directory", "is a directory, not a file"), ("missing", "does not exist")])
+def test_guest_image_that_is_no_file(fmu, unzipped, tmp_path, kind, problem):
+    image = tmp_path if kind == "directory" else tmp_path / "nothing.elf"
     qemu = Instance(fmu, unzipped, guest_image=str(image))
-    with pytest.raises(FMICallException):
+    with pytest.raises(FMICallException) as failure:
         qemu.start()
-    assert re.search(r"guest image .* (does not exist|is not readable|is a directory)",
-                     qemu.log_text())
+    assert failure.value.status == fmi2Error
+    assert f"guest image {image} {problem} (parameter guest_image)" in qemu.log_text()
     assert not qemu_children()
+
+
+# The instance lives in a child process that cannot read the image: root
+# reads anything, so as root the child runs without the capabilities that
+# let it (setpriv, util-linux); os.access then answers as for anyone else.
+_UNREADABLE = """
+import sys
+sys.path.insert(0, {tests!r})
+from fmpy.fmi1 import FMICallException
+from fmi_helpers import Instance, qemu_children
+fmu, unzipped, image = sys.argv[1:]
+qemu = Instance(fmu, unzipped, guest_image=image)
+try:
+    qemu.start()
+    sys.exit("initialization ended")
+except FMICallException as e:
+    print(e.status, qemu_children())
+    print(qemu.log_text())
+"""
+NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+          "--inh-caps", "-dac_override,-dac_read_search"]
+
+
+def test_unreadable_guest_image(fmu, unzipped, tmp_path):
+    image = tmp_path / "fw.elf"
+    image.write_bytes(b"x")
+    image.chmod(0)
+    done = subprocess.run(
+        [*(NO_DAC if os.geteuid() == 0 else []), sys.executable, "-c",
+         _UNREADABLE.format(tests=str(Path(__file__).parent)), str(fmu),
+         str(unzipped), str(image)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    status, log = done.stdout.split("\n", 1)
+    assert status == f"{fmi2Error} []"
+    assert f"guest image {image} is not readable (parameter guest_image)" in log
 
 
 def test_qemu_killed_mid_step(fmu, unzipped, guests):

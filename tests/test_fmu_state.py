@@ -22,14 +22,18 @@ from pathlib import Path
 
 import pytest
 from fmpy.fmi1 import FMICallException
+from fmpy.fmi2 import fmi2Discard, fmi2Error
 
 from c_host import run_host, start, values
-from conftest import REPO, checked, kvm_usable
+from conftest import REPO, arm_argv, checked, kvm_usable
 from fmi_helpers import Instance, open_descriptors, qemu_children
+from qemufmu.process import QemuProcess
+from qemufmu.protocol import StateRefused
 
 OUTPUTS = ("qemu_time", "sync_steps", "console", "console_bytes",
            "next_event_time")
 STEP = 1e-3
+WAIT = 30.0  # s: bound on every wait for QEMU
 
 
 def record(inst: Instance, t: float, steps: int, step: float = STEP) -> list:
@@ -177,6 +181,13 @@ def test_serialized_state_continues_in_another_process(fmu, unzipped, guests,
     assert "".join(r[2] for r in expected)
 
 
+def refused(call, *args) -> None:
+    """``call(*args)`` fails with fmi2Error, the status of a refused state."""
+    with pytest.raises(FMICallException) as failure:
+        call(*args)
+    assert failure.value.status == fmi2Error
+
+
 def test_corrupt_or_foreign_state_is_refused_and_instance_goes_on(fmu, unzipped,
                                                                   pi_fmu):
     # fmpy's logger proxy has one slot: the instance made last gets the log
@@ -191,15 +202,15 @@ def test_corrupt_or_foreign_state_is_refused_and_instance_goes_on(fmu, unzipped,
     expected = record(inst, 10 * STEP, 50)
     inst.slave.setFMUstate(state)
     blob[len(blob) // 2] ^= 0xFF
-    for bad in (bytes(blob), bytes(blob[:1000]), b"not a state"):
+    for bad, why in ((bytes(blob), f"its checksum does not match: {len(blob)} bytes"),
+                     (bytes(blob[:1000]), "its checksum does not match: 1000 bytes"),
+                     (b"not a state", "it is not a qemu-fmu state")):
         broken = inst.slave.deSerializeFMUstate(bad)
-        with pytest.raises(FMICallException):
-            inst.slave.setFMUstate(broken)
+        logged = len(inst.messages)
+        refused(inst.slave.setFMUstate, broken)
+        assert why in "\n".join(m for _, m in inst.messages[logged:]), bad[:20]
         inst.slave.freeFMUstate(broken)
-    assert "its checksum does not match: 1000 bytes" in inst.log_text()
-    assert "not a qemu-fmu state" in inst.log_text()
-    with pytest.raises(FMICallException):
-        inst.slave.setFMUstate(foreign)
+    refused(inst.slave.setFMUstate, foreign)
     assert "cannot restore a state of FMU 'PiSpeedController" in inst.log_text()
     other.slave.freeFMUstate(foreign)
     # nothing was half-restored: the run goes on from the good state
@@ -220,8 +231,9 @@ def test_state_restores_into_an_instance_without_qemu(fmu, unzipped, guests):
     state = inst.slave.getFMUstate()
     expected = record(inst, 20 * STEP, 60)
     os.kill(qemu_children()[0], 9)
-    with pytest.raises(FMICallException):
+    with pytest.raises(FMICallException) as failure:
         record(inst, 80 * STEP, 1)
+    assert failure.value.status == fmi2Discard     # QEMU died in the step
     assert qemu_children() == []
     inst.slave.setFMUstate(state)           # the FMI way out of an error
     assert record(inst, 20 * STEP, 60) == expected
@@ -264,18 +276,34 @@ def test_machine_stream_that_fails_to_load_ends_that_qemu(fmu, unzipped):
     expected = record(inst, 10 * STEP, 30)
     cut = FmuState(good.fmu, good.slave, good.machine[:len(good.machine) // 2])
     broken = inst.slave.deSerializeFMUstate(cut.to_bytes())
-    with pytest.raises(FMICallException):
-        inst.slave.setFMUstate(broken)
+    refused(inst.slave.setFMUstate, broken)
     assert "QEMU could not load the state" in inst.log_text()
     assert qemu_children() == []
-    with pytest.raises(FMICallException):
-        record(inst, 10 * STEP, 1)
+    refused(record, inst, 10 * STEP, 1)     # no machine until a state loads
     inst.slave.setFMUstate(state)
     assert record(inst, 10 * STEP, 30) == expected
     for s in (state, broken):
         inst.slave.freeFMUstate(s)
     inst.close()
     assert qemu_children() == []
+
+
+def test_a_load_that_fails_part_way_ends_qemu_with_status_1(guests):
+    """docs/protocol-v2.md: a load that fails part-way answers RESULT with
+    a non-zero status and a message, then QEMU exits with status 1 rather
+    than run a half-restored machine."""
+    argv = arm_argv(guests / "arm-ticks.elf", "/dev/null")
+    with QemuProcess(argv, version=2) as a:
+        a.channel.hello(timeout=WAIT)
+        a.channel.advance(5_000_000, timeout=WAIT)
+        state = a.channel.save_state(timeout=WAIT)
+    with QemuProcess(argv, version=2) as b:
+        b.channel.hello(timeout=WAIT)
+        b.channel.advance(1_000_000, timeout=WAIT)
+        with pytest.raises(StateRefused) as why:
+            b.channel.load_state(state[:len(state) // 2], timeout=WAIT)
+        assert str(why.value).strip()
+        assert b.popen.wait(timeout=WAIT) == 1, b.stderr_text()
 
 
 def test_x86_pc_guest_rolls_back_identically(fmu, unzipped, guests):
@@ -297,8 +325,7 @@ def test_kvm_refuses_states_with_a_clear_message(fmu, unzipped, guests):
                     accelerator="kvm", guest_image=guests / "x86-idle.elf")
     inst.start()
     record(inst, 0.0, 5)
-    with pytest.raises(FMICallException):
-        inst.slave.getFMUstate()
+    refused(inst.slave.getFMUstate)
     assert "machine states need accelerator tcg-icount" in inst.log_text()
     record(inst, 5 * STEP, 5)       # the instance goes on
     inst.close()

@@ -65,7 +65,10 @@ def cosimulate(argv: list[str], perturb: set[int] | None) -> list[str]:
         qemu.channel.hello(timeout=T)
         if perturb:
             pin(qemu.pid, perturb)
-            for tid in vcpu_threads(qemu.pid):
+            vcpus = vcpu_threads(qemu.pid)
+            # A renamed thread would leave the run undisturbed, and passing.
+            assert len(vcpus) == 1, f"vCPU threads found: {vcpus}"
+            for tid in vcpus:
                 os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         for k in range(STEPS):
             line = f"setpoint=100.0\nspeed={0.5 * k!r}\n".encode()

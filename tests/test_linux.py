@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fmpy.fmi1 import FMICallException
+from fmpy.fmi2 import fmi2Error
 
 from conftest import FIRMWARE, REPO, built, checked
 from fmi_helpers import Instance, qemu_children
@@ -273,8 +274,9 @@ def test_bad_rtc_base_is_refused(value):
 ])
 def test_bad_linux_parameters_fail_initialization(fmu, unzipped, params, message):
     qemu = Instance(fmu, unzipped, **params)
-    with pytest.raises(FMICallException):
+    with pytest.raises(FMICallException) as failure:
         qemu.start()
+    assert failure.value.status == fmi2Error
     assert re.search(message, qemu.log_text()), qemu.log_text()
     assert not qemu_children()
 

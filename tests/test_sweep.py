@@ -38,7 +38,8 @@ DASK = Path(sys.executable).parent / "dask"
 # it once differed between runs, by a host-timed clock warp fixed in
 # qemu/qqq/qqq.c (docs/qqq-internals.md, tests/test_host_timing.py).
 RECORD = ("ecu.qemu_time", "ecu.sync_steps", "ecu.console", "ecu.console_bytes",
-          "ecu.next_event_time", "ecu.voltage", "plant.speed", "plant.setpoint")
+          "ecu.next_event_time", "ecu.voltage", "plant.speed", "plant.setpoint",
+          "ecu.icount_shift", "ecu.network")
 
 CASES = """\
 case,plant.step_value,plant.gain,plant.time_constant,ecu.icount_shift,ecu.network,ecu.step_timeout,ecu.console_file
@@ -48,7 +49,7 @@ high,150,10,0.05,,,,
 weak,100,6.5,0.05,,,,
 slow,100,10,0.1,2,,,
 fast,100,10,0.02,,false,,
-logged,80,10,0.05,,0,,{console}
+logged,80,10,0.05,,1,,{console}
 too_slow,100,10,0.05,,,1e-6,
 """
 
@@ -169,6 +170,12 @@ def test_typed_start_values_reach_the_fmus(reference, cases):
     # constant) too: the plant's Real parameters arrived.
     assert final.loc["weak", "plant.speed"] < final.loc["nominal", "plant.speed"]
     assert final.loc["slow", "plant.speed"] < final.loc["nominal", "plant.speed"]
+    # Integer and Boolean: read back from the ECU, they are the cells' values
+    # ("false", "1"), the defaults (0, false) where the cell is empty.
+    assert final.loc[ok, "ecu.icount_shift"].to_dict() == {
+        case: 2 if case == "slow" else 0 for case in ok}
+    assert final.loc[ok, "ecu.network"].to_dict() == {case: case == "logged"
+                                                      for case in ok}
     # String: the console file the 'logged' case named holds the controller's lines.
     console = Path(given.loc["logged", "ecu.console_file"]).read_text()
     assert "voltage=" in console

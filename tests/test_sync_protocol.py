@@ -43,15 +43,11 @@ def ticks_seen(serial: Path) -> int:
 @pytest.mark.parametrize("guest,shift", [("x86-idle", 0), ("x86-busy", 10)])
 def test_every_reply_equals_its_request(guests, tmp_path, guest, shift):
     steps = [1, 1_000_000, *log_uniform_steps(seed=2026, count=10_000)]
-    requested = replied = 0
     with QemuProcess(x86_argv(guests / f"{guest}.elf", tmp_path / "serial",
                               shift=shift)) as qemu:
         for k, advance in enumerate(steps):
             elapsed = qemu.channel.advance(advance, timeout=STEP_TIMEOUT)
             assert elapsed == advance, f"step {k}"
-            requested += advance
-            replied += elapsed
-    assert replied == requested
     assert qemu.popen.returncode == 0
 
 
