@@ -18,7 +18,7 @@ FIRMWARE = REPO / "firmware"
 @pytest.fixture(scope="session")
 def guests() -> Path:
     """Build the guest images from source; return their directory."""
-    subprocess.run(["make", "-s", "-C", str(FIRMWARE)], check=True, timeout=300)
+    subprocess.run(["make", "-s", "-C", str(FIRMWARE)], check=True, timeout=100)
     return FIRMWARE / "build"
 
 

@@ -233,7 +233,7 @@ def test_libcosim_c_api_runs_qemu_fmu(fmus, tmp_path):
     q = fmus["qemu.fmu"]
     done = subprocess.run([str(host), str(q.fmu), "1", "0.001",
                            str(q.vrs["qemu_time"]), str(q.vrs["next_event_time"])],
-                          env=CLEAN_ENV, capture_output=True, text=True, timeout=120)
+                          env=CLEAN_ENV, capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr[-3000:]
     got = dict(re.findall(r"^(\d+)=(\S+)$", done.stdout, re.M))
     assert float(got[str(q.vrs["qemu_time"])]) == pytest.approx(1.0, abs=1e-9)

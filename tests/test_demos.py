@@ -13,7 +13,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def _run(script: str, *args: str) -> str:
     proc = subprocess.run([sys.executable, str(REPO / "examples" / script), *args],
-                          capture_output=True, text=True, timeout=300,
+                          capture_output=True, text=True, timeout=100,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

@@ -14,7 +14,7 @@ from conftest import FIRMWARE
 def test_signal_library_host_tests(tmp_path):
     proc = subprocess.run(["make", "-s", "-C", str(FIRMWARE), "check",
                            f"OUT={tmp_path}"], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=100)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "test_qqq_signals: ok (0 failures)" in proc.stdout
 
@@ -39,13 +39,13 @@ def _doubles(count: int) -> list[float]:
 def test_firmware_formats_reals_exactly_as_python_repr(tmp_path):
     """docs/signals.md: qqq_signals.c formats outputs as Python's repr does."""
     subprocess.run(["make", "-s", "-C", str(FIRMWARE), f"OUT={tmp_path}",
-                    f"{tmp_path}/test_qqq_signals"], check=True, timeout=300,
+                    f"{tmp_path}/test_qqq_signals"], check=True, timeout=100,
                    capture_output=True)
     values = _doubles(60_000)
     stdin = "".join(f"{struct.unpack('<Q', struct.pack('<d', x))[0]:016x}\n"
                     for x in values)
     proc = subprocess.run([str(tmp_path / "test_qqq_signals"), "--format"],
-                          input=stdin, capture_output=True, text=True, timeout=120)
+                          input=stdin, capture_output=True, text=True, timeout=100)
     got = proc.stdout.splitlines()
     assert len(got) == len(values)
     wrong = [(repr(x), c) for x, c in zip(values, got, strict=True) if repr(x) != c]
@@ -56,7 +56,7 @@ def test_images_are_reproducible(tmp_path):
     digests = []
     for out in (tmp_path / "a", tmp_path / "b"):
         subprocess.run(["make", "-s", "-C", str(FIRMWARE), f"OUT={out}"],
-                       check=True, capture_output=True, timeout=300)
+                       check=True, capture_output=True, timeout=100)
         digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                         for p in sorted(out.glob("*.elf"))})
     assert digests[0] == digests[1]

@@ -21,6 +21,7 @@ from fmpy.fmi1 import FMICallException
 from fmpy.fmi2 import fmi2Discard, fmi2Error, fmi2Terminated
 
 from fmi_helpers import Instance, qemu_children
+from helpers import running
 
 STEP = 1e-3
 
@@ -140,7 +141,12 @@ def test_qemu_killed_mid_step(fmu, unzipped, guests):
     qemu.start()
     qemu.slave.doStep(0.0, STEP)
     victim, = qemu_children()
-    threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
+
+    def kill_mid_step() -> None:
+        running(victim)         # QEMU took the 1000 s advance and runs it
+        os.kill(victim, signal.SIGKILL)
+
+    threading.Thread(target=kill_mid_step, daemon=True).start()
     _assert_step_fails(qemu, STEP, 1000.0, r"killed by signal 9")
 
 

@@ -276,7 +276,12 @@ def test_qemu_outlives_the_master_thread_that_started_it(fmu, unzipped):
     assert not starter.is_alive() and "qemu" in box
     qemu = box["qemu"]
     try:
-        time.sleep(0.3)    # a thread-bound death signal would have fired
+        # A thread-bound death signal is sent when the thread is gone.
+        thread = Path(f"/proc/self/task/{starter.native_id}")
+        deadline = time.monotonic() + 10
+        while thread.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not thread.exists(), "the starting thread did not end"
         t = 0.0
         for _ in range(100):
             qemu.slave.doStep(t, 0.001)

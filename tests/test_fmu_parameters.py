@@ -158,7 +158,7 @@ def test_fmu_runs_with_no_build_directory_in_reach(fmu, guests, tmp_path):
     proc = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", sys.executable,
          "-c", HIDE, *map(str, hidden), master],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        cwd=tmp_path, capture_output=True, text=True, timeout=100)
     assert proc.returncode == 0, proc.stderr
     arm_time, arm_bytes, x86_time, x86_bytes = proc.stdout.split()
     assert float(arm_time) == pytest.approx(0.2, abs=1e-9)

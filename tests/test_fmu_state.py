@@ -55,7 +55,7 @@ def pi_fmu(tmp_path_factory) -> tuple[Path, Path]:
     out = tmp / "PiSpeedController.fmu"
     subprocess.run([sys.executable, str(REPO / "build_fmu.py"), "--config",
                     str(config), "--output", str(out)], check=True,
-                   capture_output=True, timeout=600)
+                   capture_output=True, timeout=100)
     return out, Path(extract(str(out), str(tmp / "unzipped")))
 
 
@@ -174,7 +174,7 @@ def test_serialized_state_continues_in_another_process(fmu, unzipped, guests,
                          unzipped=str(unzipped), blob=str(blob),
                          t=30 * STEP, steps=150)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                          text=True, timeout=300, cwd=REPO / "tests")
+                          text=True, timeout=100, cwd=REPO / "tests")
     assert done.returncode == 0, done.stderr
     moved = [tuple(r) for r in json.loads(done.stdout)]
     assert moved == expected
@@ -340,7 +340,7 @@ def test_closed_loop_rolls_back_as_a_whole_system(guests):
     done = subprocess.run(
         [sys.executable, str(REPO / "examples" / "branching" / "branch.py"),
          "--warmup", "0.3", "--what-if", "0.15", "--setpoints", "40,90"],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("equals the run from scratch") == 2
 

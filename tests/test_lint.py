@@ -10,5 +10,5 @@ REPO = Path(__file__).resolve().parent.parent
 def test_ruff_clean():
     ruff = Path(sys.executable).parent / "ruff"
     proc = subprocess.run([str(ruff), "check", "--quiet", str(REPO)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=100)
     assert proc.returncode == 0, proc.stdout + proc.stderr

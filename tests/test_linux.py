@@ -241,7 +241,7 @@ def test_the_build_is_reproducible(tmp_path):
     linux = built(FIRMWARE / "build" / "linux" / "initrd.cpio", "make firmware").parent
     subprocess.run(["make", "-s", "-C", str(FIRMWARE), f"OUT={tmp_path}",
                     f"LINUX_DEBS={linux / 'debs'}", "linux"],
-                   check=True, timeout=300)
+                   check=True, timeout=100)
     for name in ("vmlinux", "initrd.cpio"):
         assert (tmp_path / "linux" / name).read_bytes() == (linux / name).read_bytes()
 

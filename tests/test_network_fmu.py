@@ -73,7 +73,7 @@ def switch3(tmp_path_factory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("switch3") / "Network.fmu"
     subprocess.run([sys.executable, str(REPO / "build_fmu.py"),
                     "--network", "--ports", "3", "-o", str(out)],
-                   check=True, timeout=120, capture_output=True)
+                   check=True, timeout=100, capture_output=True)
     return out, _extract(out, out.parent / "unzipped")
 
 

@@ -19,6 +19,16 @@ from pathlib import Path
 import pytest
 
 from conftest import arm_argv, built, kvm_usable, x86_argv
+from helpers import (
+    POLLOUT,
+    RawQemu,
+    advance_frame,
+    blocked_on,
+    errors,
+    frame,
+    running,
+    taken,
+)
 from qemufmu.process import QemuProcess
 from qemufmu.protocol import (
     ADVANCE,
@@ -37,12 +47,6 @@ MS = 1_000_000  # ns
 WAIT = 10.0     # s: bound on every wait for QEMU
 
 
-def errors(stderr: str) -> list[str]:
-    """QEMU's stderr lines without its unrelated warnings."""
-    return [line for line in stderr.strip().splitlines()
-            if ": warning: " not in line]
-
-
 def with_console(argv: list[str]) -> list[str]:
     """``argv`` with serial port 0 on a qqq data channel named console."""
     argv = list(argv)
@@ -50,34 +54,12 @@ def with_console(argv: list[str]) -> list[str]:
     return [*argv, "-chardev", "qqq,id=console"]
 
 
-class Raw:
-    """QEMU on a raw socket pair: every byte on the wire is the test's."""
+class Raw(RawQemu):
+    """QEMU on a raw socket pair (version 1: `sock=FD` alone), with the
+    simulator's side of the exchanges these tests make."""
 
     def __init__(self, argv: list[str], version: int) -> None:
-        ours, theirs = socket.socketpair()
-        option = f"sock={theirs.fileno()}" + (",version=2" if version == 2 else "")
-        self.proc = subprocess.Popen(
-            [*argv, "-qqq", option], pass_fds=(theirs.fileno(),),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True)
-        theirs.close()
-        self.sock = ours
-        self.sock.settimeout(WAIT)
-        self.version = version
-
-    def recv_exact(self, size: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < size:
-            chunk = self.sock.recv(min(size - len(buf), 1 << 20))
-            if not chunk:
-                raise EOFError
-            buf += chunk
-        return bytes(buf)
-
-    def frame(self) -> tuple[int, bytes]:
-        kind, size = struct.unpack(">II", self.recv_exact(8))
-        assert size <= MAX_PAYLOAD, f"frame of {size} bytes"
-        return kind, self.recv_exact(size)
+        super().__init__(argv, version if version > 1 else None, wait=WAIT)
 
     def hello(self, payload: bytes = struct.pack(">I", 2)) -> None:
         kind, _ = self.frame()
@@ -87,7 +69,7 @@ class Raw:
     def advance_bytes(self, ns: int) -> bytes:
         if self.version == 1:
             return struct.pack(">I", ns // 1000)
-        return frame(ADVANCE, struct.pack(">QI", ns, 0))
+        return advance_frame(ns)
 
     def advance(self, ns: int) -> int:
         self.sock.sendall(self.advance_bytes(ns))
@@ -96,20 +78,6 @@ class Raw:
         kind, payload = self.frame()
         assert kind == REPLY
         return struct.unpack_from(">Q", payload)[0]
-
-    def wait(self) -> tuple[int, list[str]]:
-        try:
-            code = self.proc.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"QEMU still running {WAIT:g} s after it should have ended")
-        return code, errors(self.proc.stderr.read())
-
-    def close(self) -> None:
-        self.sock.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.proc.stderr.close()
 
 
 @pytest.fixture
@@ -123,10 +91,6 @@ def raw():
     yield start
     for r in started:
         r.close()
-
-
-def frame(kind: int, payload: bytes) -> bytes:
-    return struct.pack(">II", kind, len(payload)) + payload
 
 
 # -- signals --------------------------------------------------------------
@@ -152,15 +116,17 @@ def _signal_case(guests, raw, state: str, version: int, kvm: bool,
         assert exact(qemu.advance(MS))
         # About 70 minutes of a guest that never idles: hours of host time.
         qemu.sock.sendall(qemu.advance_bytes(4_000_000_000_000))
+    # QEMU must be waiting (or running) when the signal comes.
+    if state == "mid-step":
+        taken(qemu.sock)
+    else:
+        blocked_on(qemu.proc.pid, qemu.fd)
     # adevs's teardown: a child it forked still holds the simulator's end,
     # so closing ours ends nothing; the signal must.
     holder = subprocess.Popen(["sleep", "60"], pass_fds=(qemu.sock.fileno(),))
     try:
         qemu.sock.close()
-        if state != "between-steps":
-            # QEMU must be waiting (or running) when the signal comes.
-            with pytest.raises(subprocess.TimeoutExpired):
-                qemu.proc.wait(timeout=0.3)
+        assert qemu.proc.poll() is None
         os.kill(qemu.proc.pid, signum)
         code, lines = qemu.wait()
     finally:
@@ -197,8 +163,7 @@ def test_sigterm_while_qemu_cannot_send_its_reply(guests, raw):
                                      "/dev/null")), 2)
     qemu.hello()
     qemu.sock.sendall(qemu.advance_bytes(1000 * MS))
-    with pytest.raises(subprocess.TimeoutExpired):
-        qemu.proc.wait(timeout=5)  # the flood is out; its frames wait for us
+    blocked_on(qemu.proc.pid, qemu.fd, POLLOUT)  # the flood waits for us
     os.kill(qemu.proc.pid, signal.SIGTERM)
     code, lines = qemu.wait()
     assert code == 0 and "terminating on signal 15" in lines[-1], lines
@@ -281,8 +246,7 @@ def test_close_is_noticed_with_frames_queued_behind_a_running_step(
     assert qemu.advance(MS) == MS
     long_step = 4_000_000_000_000 if version == 1 else 10**14
     qemu.sock.sendall(qemu.advance_bytes(long_step) + qemu.advance_bytes(0))
-    with pytest.raises(subprocess.TimeoutExpired):
-        qemu.proc.wait(timeout=0.3)
+    running(qemu.proc.pid)  # the long step runs, the next frame waits
     qemu.sock.close()
     code, lines = qemu.wait()
     assert (code, lines) == (0, [])

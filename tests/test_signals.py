@@ -58,7 +58,7 @@ def build(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
     config.write_text(text)
     return subprocess.run([sys.executable, str(REPO / "build_fmu.py"), "--config",
                            str(config), "-o", str(tmp_path / "ecu.fmu")],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=100)
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +303,7 @@ def test_machine_qemu_system_and_a_relative_guest_image(guests, tmp_path):
         'machine = "pc"\nqemu_system = "x86_64"'), model="X86Ecu"))
     proc = subprocess.run([sys.executable, str(REPO / "build_fmu.py"), "--config",
                            str(config), "-o", str(tmp_path / "ecu.fmu")],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+                          capture_output=True, text=True, timeout=100, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     fmu = tmp_path / "ecu.fmu"
     with zipfile.ZipFile(fmu) as z:

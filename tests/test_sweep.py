@@ -213,7 +213,7 @@ def test_separate_scheduler_and_workers_give_the_same_bytes(
         [*CLI, "sweep", str(ssp), str(cases), "--stop-time", str(STOP),
          "--step", str(STEP), "--out", str(out), "--scheduler", address,
          "--record", ",".join(RECORD)],
-        env=ENV, capture_output=True, text=True, timeout=300)
+        env=ENV, capture_output=True, text=True, timeout=100)
     assert done.returncode == 1, done.stderr  # one case fails on purpose
     assert out.read_bytes() == reference.read_bytes()
     summary = summary_of(out)
@@ -243,7 +243,7 @@ def test_guest_power_off_and_bad_parameter_stay_in_their_case(
     off = results[results.case == "powers_off"]
     assert 0 < len(off) < 51 and off["time"].max() < 0.05
     assert len(results[results.case == "default_guest"]) == 51
-    workers = set(client.run(os.getpid).values())
+    workers = set(client.run(os.getpid, callback_timeout=30).values())
     assert not qemus_of(workers)
 
 
@@ -251,7 +251,7 @@ def _a_running_qemu(client, runner: threading.Thread) -> tuple[int, int]:
     """(QEMU pid, its worker's pid) for the first QEMU a worker runs."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and runner.is_alive():
-        workers = set(client.run(os.getpid).values())
+        workers = set(client.run(os.getpid, callback_timeout=30).values())
         for pid in qemus_of(workers):
             return pid, int(Path(f"/proc/{pid}/stat").read_text()
                             .rsplit(")", 1)[1].split()[1])
@@ -282,7 +282,7 @@ def test_a_killed_worker_loses_nothing_and_leaves_no_qemu(ssp, cluster, tmp_path
     runner.start()
     qemu, victim = _a_running_qemu(client, runner)
     os.kill(victim, signal.SIGKILL)
-    runner.join(timeout=180)
+    runner.join(timeout=100)
     assert not runner.is_alive(), "the sweep did not finish"
     assert _gone(qemu), "the killed worker's QEMU survived it"
     results = outcome["results"]
@@ -311,7 +311,7 @@ def test_a_case_whose_worker_dies_too_often_is_reported_lost(ssp, tmp_path):
         runner.start()
         qemu, victim = _a_running_qemu(client, runner)
         os.kill(victim, signal.SIGKILL)
-        runner.join(timeout=180)
+        runner.join(timeout=100)
         assert not runner.is_alive(), "the sweep did not finish"
     assert _gone(qemu), "the killed worker's QEMU survived it"
     summary = pd.DataFrame(outcome["results"].attrs["summary"])
@@ -376,7 +376,7 @@ def test_package_installs_with_its_console_script(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--no-build-isolation", "--disable-pip-version-check",
                     "--target", str(target), str(source)],
-                   check=True, timeout=300, capture_output=True)
+                   check=True, timeout=100, capture_output=True)
     assert (target / "qemufmu" / "sweep.py").is_file()
     assert not (target / "qemu_slave.py").exists()
     env = {**os.environ, "PYTHONPATH": str(target)}
@@ -394,13 +394,13 @@ def test_build_subcommand_is_build_fmu(tmp_path):
     via_cli = tmp_path / "cli.fmu"
     via_script = tmp_path / "script.fmu"
     subprocess.run([*CLI, "build", "-o", str(via_cli)], env=ENV, check=True,
-                   timeout=300, capture_output=True)
+                   timeout=100, capture_output=True)
     subprocess.run([sys.executable, str(REPO / "build_fmu.py"), "-o",
-                    str(via_script)], check=True, timeout=300, capture_output=True)
+                    str(via_script)], check=True, timeout=100, capture_output=True)
     assert via_cli.read_bytes() == via_script.read_bytes()
     done = subprocess.run([*CLI, "build", "--config", str(tmp_path / "none.toml"),
                            "-o", str(tmp_path / "x.fmu")], env=ENV,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=100)
     assert done.returncode == 1 and "none.toml" in done.stderr
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import arm_argv, kvm_usable, x86_argv
+from helpers import blocked_on, qqq_fd, taken
 from qemufmu.process import QemuProcess
 from qemufmu.protocol import MAX_ADVANCE_US, QemuGone
 
@@ -61,37 +62,6 @@ def test_busy_guest_at_full_rate(guests, tmp_path):
     assert "busy" in (tmp_path / "serial").read_text()
 
 
-def _waits_on(pid: int, fields: list[str]) -> set[int]:
-    """The descriptors a thread blocked in read/recvfrom/poll/ppoll waits on."""
-    if not fields[0].isdigit():
-        return set()
-    call = int(fields[0])
-    if call in (0, 45):         # x86-64 read, recvfrom: (fd, ...)
-        return {int(fields[1], 16)}
-    if call in (7, 271):        # poll, ppoll: (struct pollfd *, nfds, ...)
-        nfds = min(int(fields[2], 16), 8)
-        with open(f"/proc/{pid}/mem", "rb") as mem:
-            mem.seek(int(fields[1], 16))
-            raw = mem.read(8 * nfds)
-        return {int.from_bytes(raw[i:i + 4], "little", signed=True)
-                for i in range(0, len(raw), 8)}
-    return set()
-
-
-def _blocked_reading(pid: int, fd: int, within: float = 30.0) -> None:
-    """Wait until QEMU's main thread sleeps waiting for input on descriptor
-    ``fd`` (read, or poll with the socket among its descriptors): QEMU is up
-    and waiting for its first advance.  Fails the test if that does not
-    happen within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        fields = Path(f"/proc/{pid}/syscall").read_text().split()
-        if fd in _waits_on(pid, fields):
-            return
-        time.sleep(0.01)
-    pytest.fail(f"QEMU did not wait for an advance on fd {fd} within {within} s")
-
-
 @pytest.mark.parametrize("version", [1, 2])
 def test_nothing_runs_before_the_first_advance(guests, tmp_path, version):
     """However long the simulator waits, the guest does not start before
@@ -102,10 +72,8 @@ def test_nothing_runs_before_the_first_advance(guests, tmp_path, version):
         if version == 2:
             qemu.channel.hello(timeout=STEP_TIMEOUT)
         # Not /proc/PID/cmdline: a vfork'ed child may not have it set up yet.
-        argv = qemu.popen.args
-        sock = int(argv[argv.index("-qqq") + 1].split(",")[0].split("=")[1])
-        _blocked_reading(qemu.pid, sock)
-        time.sleep(0.3)
+        blocked_on(qemu.pid, qqq_fd(qemu.popen.args))
+        time.sleep(0.3)     # time the guest would use to print, were it running
         assert qemu.poll() is None
         assert serial.read_text() == "", "guest ran before the first advance"
         if version == 1:
@@ -170,12 +138,12 @@ def test_closing_the_socket_ends_qemu(guests, tmp_path, when):
     qemu = QemuProcess(x86_argv(guests / f"{guest}.elf", tmp_path / "s"))
     try:
         if when == "before-first-advance":
-            time.sleep(0.3)
+            blocked_on(qemu.pid, qqq_fd(qemu.popen.args))
         elif when == "mid-step":
             # 1000 s of a guest that never idles: hours of host time.
             qemu.channel.advance(10_000, timeout=STEP_TIMEOUT)
             qemu.channel.send_advance(1_000_000_000)
-            time.sleep(0.3)
+            taken(qemu.channel)
         else:
             for _ in range(20):
                 qemu.channel.advance(10_000, timeout=STEP_TIMEOUT)
