@@ -64,8 +64,9 @@ class Instance:
         self.slave.instantiate(callbacks=self._callbacks, loggingOn=logging_on)
         self.params = params
 
-    def log_text(self) -> str:
-        return "\n".join(m for _, m in self.messages)
+    def log_text(self, since: int = 0) -> str:
+        """The log, from message number ``since`` on."""
+        return "\n".join(m for _, m in self.messages[since:])
 
     def start(self, start_time: float = 0.0) -> None:
         self.slave.setupExperiment(startTime=start_time)

@@ -192,7 +192,9 @@ def _stepper(ecu: Instance):
 
 def test_crlf_and_the_exact_line_limit(echo_fmu):
     """`\\r\\n` ends a line like `\\n`; 120 bytes with the newline is the
-    longest line taken, 121 is refused (docs/signals.md)."""
+    longest line taken, 121 is refused; `\\r`s before the newline do not
+    count (docs/signals.md; firmware/lib/test_qqq_signals.c holds the guest
+    side to the same rule)."""
     ecu = Instance(*echo_fmu)
     ecu.start()
     step = _stepper(ecu)
@@ -208,6 +210,14 @@ def test_crlf_and_the_exact_line_limit(echo_fmu):
         step(too_long)
         assert ecu.get("value") == 7.0
         assert "longer than 120 bytes" in ecu.log_text()
+        step(longest.replace("7\n", "6\r\n"))        # 121 bytes with CRLF
+        assert ecu.get("value") == 6.0
+        step(longest.replace("7\n", "5\r\r\r\n"))    # every \r is dropped
+        assert ecu.get("value") == 5.0
+        logged = len(ecu.messages)
+        step(too_long.replace("8\n", "4\r\n"))       # 122 bytes with CRLF
+        assert ecu.get("value") == 5.0
+        assert "longer than 120 bytes" in ecu.log_text(logged)
     finally:
         ecu.close()
 

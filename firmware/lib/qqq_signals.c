@@ -434,6 +434,8 @@ static int sig_n;
 static char line[QQQ_SIGNAL_LINE_MAX];	/* content, then a NUL */
 static int line_len;
 static int line_bad;	/* too long, or holds a NUL */
+/* '\r's seen last: dropped if the '\n' comes next, content otherwise. */
+static int line_cr;
 
 void qqq_signals_init(const qqq_signal *inputs, int n_inputs)
 {
@@ -496,26 +498,38 @@ static int handle_line(void)
 	return 0;
 }
 
+static void line_store(char c)
+{
+	/* Leave room for the '\n' in the limit and for our NUL. */
+	if (line_len < QQQ_SIGNAL_LINE_MAX - 1 && c != '\0')
+		line[line_len++] = c;
+	else
+		line_bad = 1;
+}
+
 int qqq_signals_feed(char c)
 {
 	int stored = 0;
 
+	if (c == '\r') {
+		/* More than a line's worth cannot be content of a good line. */
+		if (line_cr < QQQ_SIGNAL_LINE_MAX)
+			line_cr++;
+		return 0;
+	}
 	if (c != '\n') {
-		/* Leave room for the '\n' in the limit and for our NUL. */
-		if (line_len < QQQ_SIGNAL_LINE_MAX - 1 && c != '\0')
-			line[line_len++] = c;
-		else
-			line_bad = 1;
+		for (; line_cr; line_cr--)
+			line_store('\r');
+		line_store(c);
 		return 0;
 	}
 	if (!line_bad) {
-		if (line_len && line[line_len - 1] == '\r')
-			line_len--;
 		line[line_len] = '\0';
 		stored = handle_line();
 	}
 	line_len = 0;
 	line_bad = 0;
+	line_cr = 0;
 	return stored;
 }
 

@@ -18,7 +18,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Longest line including its '\n' (and any '\r'), per docs/signals.md. */
+/* Longest line including its '\n'; '\r's right before the '\n' are not
+ * part of the line and do not count (docs/signals.md). */
 #define QQQ_SIGNAL_LINE_MAX 120
 /* Buffer size for qqq_format_real(), terminating NUL included. */
 #define QQQ_REAL_BUF 32

@@ -223,19 +223,23 @@ static void test_lines(void)
 	CHECK(feed("count=+0\n") == 1 && count == 0, "+0");
 	CHECK(feed("count=-2147483649\n") == 0 && count == 0, "below INT32_MIN");
 
-	/* 120 bytes with the '\n' is the limit, a '\r' counts too. */
+	/* 120 bytes with the '\n' is the limit; '\r's before it do not count. */
 	snprintf(s, sizeof s, "speed=%0113d\n", 7);
 	CHECK(strlen(s) == 120 && feed(s) == 1 && speed == 7, "120 bytes");
 	snprintf(s, sizeof s, "speed=%0114d\n", 8);
 	CHECK(feed(s) == 0 && speed == 7, "121 bytes dropped");
 	CHECK(feed("speed=9\n") == 1 && speed == 9, "recovers after overlong");
-	snprintf(s, sizeof s, "speed=%0112d\r\n", 5);
-	CHECK(feed(s) == 1 && speed == 5, "120 bytes with CRLF");
-	snprintf(s, sizeof s, "speed=%0113d\r\n", 6);
-	CHECK(feed(s) == 0 && speed == 5, "121 bytes with CRLF dropped");
+	snprintf(s, sizeof s, "speed=%0113d\r\n", 5);
+	CHECK(strlen(s) == 121 && feed(s) == 1 && speed == 5,
+	      "121 bytes with CRLF: the \\r does not count");
+	snprintf(s, sizeof s, "speed=%0114d\r\n", 6);
+	CHECK(feed(s) == 0 && speed == 5, "122 bytes with CRLF dropped");
+	snprintf(s, sizeof s, "speed=%0113d\r\r\r\n", 4);
+	CHECK(feed(s) == 1 && speed == 4, "every \\r before the \\n dropped");
+	CHECK(feed("speed=3\r\r1\n") == 0 && speed == 4, "\\r then content is content");
 	memset(s, 'x', 150);
 	strcpy(s + 150, "speed=1\n");	/* overlong, ends as a valid line */
-	CHECK(feed(s) == 0 && speed == 5, "tail of overlong line dropped");
+	CHECK(feed(s) == 0 && speed == 4, "tail of overlong line dropped");
 
 	out_len = 0;
 	qqq_signals_put_real("voltage", -12.0);
