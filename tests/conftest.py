@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import stale
-from stale import REPO
+from helpers import REPO
 
 QEMU_BIN = REPO / "build" / "qemu" / "bin"
 FIRMWARE = REPO / "firmware"

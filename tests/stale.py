@@ -17,7 +17,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
+
 QEMU_STAMP = REPO / "build" / "qemu" / "SOURCES"
 CLOSED_LOOP = REPO / "examples" / "closed_loop"
 

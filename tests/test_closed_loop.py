@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
+
 sys.path.insert(0, str(REPO / "examples" / "closed_loop"))
 
 from run import metrics, simulate_fmpy, simulate_libcosim  # noqa: E402

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from conftest import arm_argv, x86_argv
+from helpers import RawQemu, advance_frame, errors, frame, recv_exact
 from qemufmu.protocol import (
     ADVANCE,
     HELLO,
@@ -98,15 +99,6 @@ def setups(guests) -> dict[int, list[Setup]]:
 
 # -- the reference: what QEMU must do with a byte stream ----------------------
 
-def frame(kind: int, payload: bytes) -> bytes:
-    return struct.pack(">II", kind, len(payload)) + payload
-
-
-def advance_frame(ns: int, blocks: list[tuple[int, bytes]]) -> bytes:
-    body = b"".join(struct.pack(">II", ch, len(d)) + d for ch, d in blocks)
-    return frame(ADVANCE, struct.pack(">QI", ns, len(blocks)) + body)
-
-
 def net_block_ok(data: bytes, start: int, end: int) -> bool:
     """Whole records, frames of 14 to 65535 bytes, each due before the
     step's end or already due at its start."""
@@ -167,36 +159,24 @@ def judge(stream: bytes, channels: int, now: int,
 class Conversation:
     def __init__(self, setup: Setup, rng: random.Random) -> None:
         self.setup, self.rng = setup, rng
-        ours, theirs = socket.socketpair()
-        option = f"sock={theirs.fileno()}"
-        if setup.version > 1:
-            option += f",version={setup.version}"
-        self.proc = subprocess.Popen(
-            [*setup.argv, "-qqq", option], pass_fds=(theirs.fileno(),),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True)
-        theirs.close()
-        self.sock = ours
-        self.sock.settimeout(WAIT)
+        qemu = RawQemu(setup.argv, setup.version if setup.version > 1 else None,
+                       wait=WAIT, new_session=True)
+        self.proc, self.sock = qemu.proc, qemu.sock
         self.now = 0
         self.outcomes: list[str] = []
 
     # wire -----------------------------------------------------------------
     def recv_exact(self, size: int) -> bytes | None:
-        buf = bytearray()
-        while len(buf) < size:
-            try:
-                chunk = self.sock.recv(size - len(buf))
-            except TimeoutError:
-                raise Outcome(f"no answer within {WAIT:g} s") from None
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                if buf:
-                    raise Outcome(f"QEMU's stream ended inside a message: {buf!r}")
-                return None
-            buf += chunk
-        return bytes(buf)
+        """``size`` bytes; None if the stream ended before the first."""
+        try:
+            data = recv_exact(self.sock, size)
+        except TimeoutError:
+            raise Outcome(f"no answer within {WAIT:g} s") from None
+        if len(data) < size:
+            if data:
+                raise Outcome(f"QEMU's stream ended inside a message: {data!r}")
+            return None
+        return data
 
     def send(self, data: bytes) -> None:
         try:
@@ -286,7 +266,7 @@ class Conversation:
         if self.setup.version == 1:
             self.now += ns
             return ns, struct.pack(">I", ns // 1000)
-        data = advance_frame(ns, self.random_blocks(ns))
+        data = advance_frame(ns, *self.random_blocks(ns))
         self.now += ns
         return ns, data
 
@@ -359,7 +339,7 @@ class Conversation:
         rng = self.rng
         ns = self.random_advance()
         blocks = self.random_blocks(ns)
-        data = bytearray(advance_frame(ns, blocks))
+        data = bytearray(advance_frame(ns, *blocks))
         how = rng.choice(["type", "length", "count", "channel", "block-length",
                           "stray", "cut-block"])
         if how == "type":
@@ -404,13 +384,13 @@ class Conversation:
         else:
             data = rng.randbytes(rng.randrange(1, 40))
         ch = rng.choice(self.setup.nets)
-        return self.send_judged(advance_frame(ns, [(ch, data)]))
+        return self.send_judged(advance_frame(ns, (ch, data)))
 
     def end_limit(self) -> str:
         past = MAX_TIME_NS - self.now + 1
         ns = self.rng.choice([past, past + self.rng.randrange(1 << 40), 1 << 63,
                               (1 << 64) - 1])
-        return self.send_judged(advance_frame(ns, self.random_blocks(0)))
+        return self.send_judged(advance_frame(ns, *self.random_blocks(0)))
 
     def end_oversized(self) -> str:
         size = self.rng.randrange(MAX_PAYLOAD + 1, 1 << 32)
@@ -459,9 +439,8 @@ class Conversation:
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
-        err = self.proc.stderr.read().decode(errors="replace")
+        lines = errors(self.proc.stderr.read())
         self.proc.stderr.close()
-        lines = [ln for ln in err.splitlines() if ": warning: " not in ln]
         if code == 0 and not lines:
             got = "exit0"
         elif code == 1 and len(lines) == 1 and "qqq: " in lines[0]:

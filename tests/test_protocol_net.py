@@ -17,8 +17,9 @@ import pytest
 from test_protocol_v2 import channel_args, errors
 
 from conftest import arm_argv, x86_argv
+from helpers import RawQemu, advance_frame, frame, recv_frame
 from qemufmu.process import QemuProcess
-from qemufmu.protocol import ADVANCE, HELLO, pack_net
+from qemufmu.protocol import HELLO, pack_net
 
 MS = 1_000_000  # ns
 T = 60.0  # s, wall-clock limit on every wait for QEMU
@@ -96,26 +97,6 @@ def test_network_channel_refusals(guests, qqq_option, expect):
 
 # -- malformed network blocks --------------------------------------------------
 
-def _frame(kind: int, payload: bytes) -> bytes:
-    return struct.pack(">II", kind, len(payload)) + payload
-
-
-def _advance(ns: int, *blocks: tuple[int, bytes]) -> bytes:
-    body = b"".join(struct.pack(">II", ch, len(d)) + d for ch, d in blocks)
-    return _frame(ADVANCE, struct.pack(">QI", ns, len(blocks)) + body)
-
-
-def _recv_frame(sock: socket.socket) -> tuple[int, bytes]:
-    header = b""
-    while len(header) < 8:
-        header += sock.recv(8 - len(header))
-    kind, size = struct.unpack(">II", header)
-    payload = b""
-    while len(payload) < size:
-        payload += sock.recv(size - len(payload))
-    return kind, payload
-
-
 NET = 1  # the network channel's index, after the console
 BAD = {
     # the network block's bytes, what QEMU says
@@ -133,26 +114,18 @@ BAD = {
 def test_malformed_network_blocks_end_qemu_with_one_line(guests, case):
     """The step from 1 ms to 2 ms: a frame must be due before 2 ms."""
     data, expect = BAD[case]
-    ours, theirs = socket.socketpair()
-    proc = subprocess.Popen(
-        [*arm_net(guests, "arm-ticks.elf", "eth0"),
-         "-qqq", f"sock={theirs.fileno()},version=3"],
-        pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    theirs.close()
-    ours.settimeout(30)
+    qemu = RawQemu(arm_net(guests, "arm-ticks.elf", "eth0"), 3, wait=30)
+    proc, ours = qemu.proc, qemu.sock
     try:
-        assert _recv_frame(ours)[0] == HELLO
-        ours.sendall(_frame(HELLO, struct.pack(">I", 3)))
-        ours.sendall(_advance(MS))
-        _recv_frame(ours)
-        ours.sendall(_advance(MS, (NET, data)))
+        assert recv_frame(ours)[0] == HELLO
+        ours.sendall(frame(HELLO, struct.pack(">I", 3)))
+        ours.sendall(advance_frame(MS))
+        recv_frame(ours)
+        ours.sendall(advance_frame(MS, (NET, data)))
         code = proc.wait(timeout=10)
         err = errors(proc.stderr.read())
     finally:
-        proc.kill()
-        proc.wait()
-        ours.close()
+        qemu.close()
     assert code == 1
     assert err.startswith("qemu-system-arm: qqq: malformed frame from the "
                           "simulator: ADVANCE block 0 for channel eth0: "), err

@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from conftest import arm_argv, built, x86_argv
+from helpers import RawQemu, advance_frame, frame, recv_frame
 from qemufmu.process import QemuProcess
 from qemufmu.protocol import ADVANCE, HELLO, REPLY
 
@@ -209,79 +210,54 @@ def errors(stderr: str) -> str:
                      if ": warning: " not in line)
 
 
-def _raw_qemu(argv: list[str]) -> tuple[subprocess.Popen, socket.socket]:
-    ours, theirs = socket.socketpair()
-    proc = subprocess.Popen(
-        [*argv, "-qqq", f"sock={theirs.fileno()},version=2"],
-        pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    theirs.close()
-    ours.settimeout(30)
-    return proc, ours
-
-
-def _frame(kind: int, payload: bytes) -> bytes:
-    return struct.pack(">II", kind, len(payload)) + payload
-
-
-def _advance(ns: int, *blocks: tuple[int, bytes]) -> bytes:
-    body = b"".join(struct.pack(">II", ch, len(d)) + d for ch, d in blocks)
-    return _frame(ADVANCE, struct.pack(">QI", ns, len(blocks)) + body)
-
-
 def _hello_ok(sock: socket.socket) -> None:
-    header = sock.recv(8)
-    kind, size = struct.unpack(">II", header)
-    assert kind == HELLO
-    while size:
-        size -= len(sock.recv(size))
-    sock.sendall(_frame(HELLO, struct.pack(">I", 2)))
+    assert recv_frame(sock)[0] == HELLO
+    sock.sendall(frame(HELLO, struct.pack(">I", 2)))
 
 
-GOOD = _advance(MS)
+GOOD = advance_frame(MS)
 CASES = {
-    "hello-version-3": (None, _frame(HELLO, struct.pack(">I", 3)),
+    "hello-version-3": (None, frame(HELLO, struct.pack(">I", 3)),
                         "simulator speaks protocol version 3"),
     "advance-before-hello": (None, GOOD, "expected a HELLO frame"),
-    "wrong-type": (GOOD, _frame(REPLY, bytes(20)), "expected a ADVANCE frame"),
-    "unknown-type": (GOOD, _frame(77, b""), "got type 77"),
+    "wrong-type": (GOOD, frame(REPLY, bytes(20)), "expected a ADVANCE frame"),
+    "unknown-type": (GOOD, frame(77, b""), "got type 77"),
     "oversized": (GOOD, struct.pack(">II", ADVANCE, 0xFFFF_FFFF),
                   "exceeds the limit"),
-    "short-advance": (GOOD, _frame(ADVANCE, bytes(4)), "shorter than 12"),
-    "unknown-channel": (GOOD, _advance(MS, (5, b"x")), "names channel 5"),
-    "block-past-end": (GOOD, _frame(ADVANCE, struct.pack(">QIII", MS, 1, 0, 99)
+    "short-advance": (GOOD, frame(ADVANCE, bytes(4)), "shorter than 12"),
+    "unknown-channel": (GOOD, advance_frame(MS, (5, b"x")), "names channel 5"),
+    "block-past-end": (GOOD, frame(ADVANCE, struct.pack(">QIII", MS, 1, 0, 99)
                                     + b"abc"), "claims 99 bytes"),
-    "missing-block": (GOOD, _frame(ADVANCE, struct.pack(">QI", MS, 2)
+    "missing-block": (GOOD, frame(ADVANCE, struct.pack(">QI", MS, 2)
                                    + struct.pack(">II", 0, 1) + b"a"),
                       "runs past the payload"),
-    "stray-bytes": (GOOD, _frame(ADVANCE, struct.pack(">QI", MS, 0) + b"xy"),
+    "stray-bytes": (GOOD, frame(ADVANCE, struct.pack(">QI", MS, 0) + b"xy"),
                     "2 stray bytes"),
     "truncated-header": (GOOD, struct.pack(">I", ADVANCE)[:3], "truncated"),
-    "truncated-payload": (GOOD, _advance(MS)[:14], "truncated"),
+    "truncated-payload": (GOOD, advance_frame(MS)[:14], "truncated"),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_malformed_frames_end_qemu_with_one_line(guests, case):
     before, bad, expect = CASES[case]
-    proc, sock = _raw_qemu(arm_v2(guests, "arm-ticks.elf", "console"))
+    qemu = RawQemu(arm_v2(guests, "arm-ticks.elf", "console"), 2, wait=30)
+    proc, sock = qemu.proc, qemu.sock
     try:
         if case.startswith("hello") or case == "advance-before-hello":
-            sock.recv(4096)  # QEMU's HELLO
+            recv_frame(sock)  # QEMU's HELLO
             sock.sendall(bad)
         else:
             _hello_ok(sock)
             sock.sendall(before)
-            sock.recv(4096)
+            recv_frame(sock)
             sock.sendall(bad)
             if case.startswith("truncated"):
                 sock.shutdown(socket.SHUT_WR)
         code = proc.wait(timeout=10)
         err = errors(proc.stderr.read())
     finally:
-        proc.kill()
-        proc.wait()
-        sock.close()
+        qemu.close()
     assert code == 1
     assert err.startswith("qemu-system-arm: qqq: malformed frame from the "
                           "simulator: ") or case.startswith("hello"), err

@@ -18,9 +18,9 @@ import pytest
 from fmpy import extract
 
 from fmi_helpers import Instance, qemu_children
+from helpers import REPO
 from qemufmu.signals import Signal
 
-REPO = Path(__file__).resolve().parent.parent
 STEP = 1e-3
 
 CONFIG = """

@@ -25,10 +25,10 @@ import pandas as pd
 import pytest
 
 from fmi_helpers import children
+from helpers import REPO
 from qemufmu import sweep
 from qemufmu.cosim import CACHE_VARIABLE
 
-REPO = Path(__file__).resolve().parent.parent
 STOP, STEP = 0.15, 1e-3
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "fmu_src")}
 CLI = [sys.executable, "-m", "qemufmu.cli"]

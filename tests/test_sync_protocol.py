@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import arm_argv, kvm_usable, x86_argv
-from helpers import blocked_on, qqq_fd, taken
+from helpers import RawQemu, blocked_on, qqq_fd, taken
 from qemufmu.process import QemuProcess
 from qemufmu.protocol import MAX_ADVANCE_US, QemuGone
 
@@ -272,28 +272,16 @@ def test_kvm_replies_cover_requests_and_drift_stays_bounded(guests, tmp_path,
 
 def test_explicit_version_1_is_the_base_protocol(guests, tmp_path):
     """`-qqq sock=FD,version=1`: 32-bit microseconds, no HELLO, no frames."""
-    argv = x86_argv(guests / "x86-idle.elf", tmp_path / "s")
-    ours, theirs = socket.socketpair()
-    proc = subprocess.Popen([*argv, "-qqq", f"sock={theirs.fileno()},version=1"],
-                            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    theirs.close()
-    ours.settimeout(STEP_TIMEOUT)
+    qemu = RawQemu(x86_argv(guests / "x86-idle.elf", tmp_path / "s"), version=1,
+                   wait=STEP_TIMEOUT)
     try:
         for us in (0, 1, 999, 1_000_000, 1):
-            ours.sendall(struct.pack(">I", us))
-            reply = b""
-            while len(reply) < 4:
-                chunk = ours.recv(4 - len(reply))
-                assert chunk, proc.stderr.read()
-                reply += chunk
-            assert struct.unpack(">I", reply)[0] == us
-        ours.close()
-        assert proc.wait(timeout=10) == 0
+            qemu.sock.sendall(struct.pack(">I", us))
+            assert struct.unpack(">I", qemu.recv_exact(4))[0] == us
+        qemu.sock.close()
+        assert qemu.wait() == (0, [])
     finally:
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()
+        qemu.close()
 
 
 def test_socket_is_close_on_exec_in_qemu(guests, tmp_path):
