@@ -1,0 +1,325 @@
+"""The Cortex-M UDP node (firmware/arm/udp_node.c) on the mps2-an385's LAN9118.
+
+The real QEMU runs the node; the test is its peer on the Ethernet. Over
+``-netdev stream`` (a 4-byte big-endian length, then the frame, on a unix
+socket the test serves) it checks every answer byte for byte against frames
+it builds itself from the RFCs; time plays no part there.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import FIRMWARE, arm_argv
+
+T = 20.0  # s, wall-clock limit on every wait for QEMU
+
+NODE_IP = bytes([10, 0, 0, 2])
+CLIENT_IP = bytes([10, 0, 0, 3])  # arm-udp_client.elf
+PEER_IP = bytes([10, 0, 0, 1])  # the test
+NODE_MAC = bytes.fromhex("020000000002")
+PEER_MAC = bytes.fromhex("020000000001")
+BROADCAST = b"\xff" * 6
+
+
+# -- frames, from the RFCs ------------------------------------------------
+
+def checksum(data: bytes) -> int:
+    """RFC 1071."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f">{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def eth(dst: bytes, src: bytes, kind: int, payload: bytes) -> bytes:
+    return dst + src + struct.pack(">H", kind) + payload
+
+
+def padded(frame: bytes) -> bytes:
+    """As a NIC puts it on the wire: at least 60 bytes (FCS not counted)."""
+    return frame + b"\0" * max(0, 60 - len(frame))
+
+
+def arp(op: int, sha: bytes, spa: bytes, tha: bytes, tpa: bytes) -> bytes:
+    return struct.pack(">HHBBH", 1, 0x0800, 6, 4, op) + sha + spa + tha + tpa
+
+
+def ipv4(src: bytes, dst: bytes, proto: int, payload: bytes, *, ident: int = 0,
+         flags: int = 0x4000, ttl: int = 64, good_checksum: bool = True,
+         total: int | None = None) -> bytes:
+    """A 20-byte header (flags: DF 0x4000, MF 0x2000, offset in 8 bytes)."""
+    header = struct.pack(">BBHHHBBH4s4s", 0x45, 0, total or 20 + len(payload),
+                         ident, flags, ttl, proto, 0, src, dst)
+    sum_ = checksum(header) ^ (0 if good_checksum else 0x5555)
+    return header[:10] + struct.pack(">H", sum_) + header[12:] + payload
+
+
+def udp(src: bytes, dst: bytes, sport: int, dport: int, data: bytes, *,
+        with_checksum: bool = True, corrupt: bool = False) -> bytes:
+    header = struct.pack(">HHHH", sport, dport, 8 + len(data), 0)
+    if not with_checksum:
+        return header + data
+    pseudo = src + dst + struct.pack(">BBH", 0, 17, 8 + len(data))
+    sum_ = checksum(pseudo + header + data) or 0xFFFF
+    if corrupt:
+        sum_ ^= 0x0101
+    return header[:6] + struct.pack(">H", sum_) + data
+
+
+def icmp_echo(kind: int, ident: int, seq: int, data: bytes) -> bytes:
+    body = struct.pack(">BBHHH", kind, 0, 0, ident, seq) + data
+    return body[:2] + struct.pack(">H", checksum(body)) + body[4:]
+
+
+def udp_frame(src_ip: bytes, dst_ip: bytes, sport: int, dport: int,
+              data: bytes, *, src_mac: bytes = PEER_MAC,
+              dst_mac: bytes = NODE_MAC, ident: int = 0) -> bytes:
+    return eth(dst_mac, src_mac, 0x0800,
+               ipv4(src_ip, dst_ip, 17, udp(src_ip, dst_ip, sport, dport, data),
+                    ident=ident))
+
+
+def arp_request(sha: bytes, spa: bytes, tpa: bytes) -> bytes:
+    return eth(BROADCAST, sha, 0x0806, arp(1, sha, spa, b"\0" * 6, tpa))
+
+
+def arp_reply(sha: bytes, spa: bytes, tha: bytes, tpa: bytes) -> bytes:
+    return eth(tha, sha, 0x0806, arp(2, sha, spa, tha, tpa))
+
+
+# -- the PI law of firmware/lib/pi_law.h, in Python's doubles -------------
+
+def law_constant(name: str) -> float:
+    text = (FIRMWARE / "lib" / "pi_law.h").read_text()
+    return float(re.search(rf"^#define {name}\s+([-\d.e]+)", text, re.M)[1])
+
+
+def pi_replies(samples: list[tuple[float, float]], ts: float = 0.001) -> list[str]:
+    """The node's reply to each (setpoint, speed) request, as it prints it."""
+    kp, ki, v_max = (law_constant(n) for n in ("KP", "KI", "V_MAX"))
+    integral, out = 0.0, []
+    for sp, meas in samples:
+        e = sp - meas
+        u = kp * e + integral + ki * ts * e
+        if not ((u > v_max and e > 0) or (u < -v_max and e < 0)):
+            integral += ki * ts * e
+        out.append(f"voltage={min(v_max, max(-v_max, u))!r}\n")
+    return out
+
+
+# -- the node in QEMU, its NIC on our socket --------------------------------
+
+class StreamPeer:
+    """The other end of the node's Ethernet cable."""
+
+    def __init__(self, sock: socket.socket, serial: Path) -> None:
+        self.sock = sock
+        self.serial = serial
+
+    def send(self, frame: bytes) -> None:
+        self.sock.sendall(struct.pack(">I", len(frame)) + frame)
+
+    def _exactly(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
+                raise EOFError("QEMU closed the stream")
+            data += chunk
+        return data
+
+    def recv(self) -> bytes:
+        """The next frame the node sent (socket timeout T)."""
+        (size,) = struct.unpack(">I", self._exactly(4))
+        return self._exactly(size)
+
+    def console(self) -> str:
+        # QEMU connects the netdev before it creates the serial file.
+        if not self.serial.exists():
+            return ""
+        return self.serial.read_text(errors="replace")
+
+    def wait_console(self, pattern: str) -> re.Match:
+        """The first match of ``pattern`` in the console, waiting up to T.
+        The console may end halfway through a line: match its newline."""
+        deadline = time.monotonic() + T
+        while not (m := re.search(pattern, self.console(), re.M)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {pattern!r} on the console:\n{self.console()}")
+            time.sleep(0.02)
+        return m
+
+
+@contextmanager
+def node(guests: Path, image: str = "arm-udp_node.elf",
+         mac: bytes = NODE_MAC) -> Iterator[StreamPeer]:
+    # A short directory: unix socket paths are limited to 107 bytes.
+    with tempfile.TemporaryDirectory(prefix="qfn") as d:
+        path, serial = f"{d}/eth", Path(d) / "serial"
+        mac_text = ":".join(f"{b:02x}" for b in mac)
+        argv = arm_argv(guests / image, serial, extra=(
+            "-netdev", f"stream,id=n0,server=off,addr.type=unix,addr.path={path}",
+            "-net", f"nic,netdev=n0,model=lan9118,macaddr={mac_text}"))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(path)
+            listener.listen(1)
+            listener.settimeout(T)
+            qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, close_fds=True,
+                                    start_new_session=True)
+            try:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(T)
+                    peer = StreamPeer(conn, serial)
+                    peer.wait_console(r"^udp_node .*\n")  # the whole line
+                    yield peer
+            finally:
+                qemu.kill()
+                _, err = qemu.communicate(timeout=T)
+        assert b"rror" not in err, err.decode(errors="replace")
+
+
+def introduce(peer: StreamPeer) -> None:
+    """ARP the node, as any IP peer would before its first datagram."""
+    peer.send(arp_request(PEER_MAC, PEER_IP, NODE_IP))
+    assert peer.recv() == padded(arp_reply(NODE_MAC, NODE_IP, PEER_MAC, PEER_IP))
+
+
+# -- unpaced: content only ---------------------------------------------------
+
+@pytest.mark.parametrize("mac", [NODE_MAC, bytes.fromhex("52540012abcd")])
+def test_answers_arp_for_its_address_with_the_mac_qemu_gave_it(guests, mac):
+    with node(guests, mac=mac) as peer:
+        assert f"mac {mac.hex(':')} " in peer.console()
+        # Someone else's address: no answer (the next answer is ours; an
+        # answer to this one would go to another station).
+        other_mac = bytes.fromhex("020000000005")
+        peer.send(arp_request(other_mac, bytes([10, 0, 0, 5]),
+                              bytes([10, 0, 0, 9])))
+        peer.send(arp_request(PEER_MAC, PEER_IP, NODE_IP))
+        assert peer.recv() == padded(arp_reply(mac, NODE_IP, PEER_MAC, PEER_IP))
+
+
+def test_answers_ping(guests):
+    data = bytes(range(56))
+    with node(guests) as peer:
+        introduce(peer)
+        peer.send(eth(NODE_MAC, PEER_MAC, 0x0800,
+                      ipv4(PEER_IP, NODE_IP, 1, icmp_echo(8, 0x1234, 7, data),
+                           ident=99)))
+        assert peer.recv() == eth(PEER_MAC, NODE_MAC, 0x0800, ipv4(
+            NODE_IP, PEER_IP, 1, icmp_echo(0, 0x1234, 7, data), ident=1))
+
+
+def test_udp_echo_on_port_7(guests):
+    with node(guests) as peer:
+        introduce(peer)
+        for ident, data in enumerate([b"hello", b"", bytes(range(256)) * 5], 1):
+            peer.send(udp_frame(PEER_IP, NODE_IP, 40000 + ident, 7, data))
+            assert peer.recv() == padded(udp_frame(
+                NODE_IP, PEER_IP, 7, 40000 + ident, data, src_mac=NODE_MAC,
+                dst_mac=PEER_MAC, ident=ident))
+        peer.wait_console(r"^t=\d+ echo 10\.0\.0\.1:40003 1280 bytes\n")
+
+
+def test_pi_service_runs_the_firmware_law_one_sample_per_request(guests):
+    samples = [(100.0, 0.0), (10.0, 9.5), (10.0, 9.75), (10.0, 10.25),
+               (-3.0, 1e-3), (0.1, 0.30000000000000004)]
+    want = pi_replies(samples)
+    with node(guests) as peer:
+        introduce(peer)
+        for ident, ((sp, meas), reply) in enumerate(zip(samples, want, strict=True), 1):
+            request = f"setpoint={sp!r}\nspeed={meas!r}\n".encode()
+            peer.send(udp_frame(PEER_IP, NODE_IP, 41000, 5000, request))
+            assert peer.recv() == padded(udp_frame(
+                NODE_IP, PEER_IP, 5000, 41000, reply.encode(),
+                src_mac=NODE_MAC, dst_mac=PEER_MAC, ident=ident))
+    assert want[0] == "voltage=12.0\n"  # saturated, as the law says
+
+
+def test_drops_what_it_must_not_believe(guests):
+    """Each bad frame is ignored: the first answer is the good frame's.
+    Each carries its own text, so an answer to it could not pass for that."""
+    def ip_frame(packet: bytes) -> bytes:
+        return eth(NODE_MAC, PEER_MAC, 0x0800, packet)
+
+    def echo(text: bytes, **bad) -> bytes:
+        return udp(PEER_IP, NODE_IP, 42000, 7, text, **bad)
+
+    bad = [
+        ip_frame(ipv4(PEER_IP, NODE_IP, 17, echo(b"ip sum"), good_checksum=False)),
+        ip_frame(ipv4(PEER_IP, NODE_IP, 17, echo(b"udp sum", corrupt=True))),
+        ip_frame(ipv4(PEER_IP, NODE_IP, 17, echo(b"more fragments"), flags=0x2000)),
+        ip_frame(ipv4(PEER_IP, NODE_IP, 17, echo(b"at offset 8"), flags=0x0001)),
+        ip_frame(ipv4(PEER_IP, NODE_IP, 17, echo(b"truncated"), total=200)),
+        ip_frame(ipv4(PEER_IP, bytes([10, 0, 0, 7]), 17, echo(b"not our IP"))),
+        eth(NODE_MAC, PEER_MAC, 0x0800, b"\x45"),  # no IP header
+        udp_frame(PEER_IP, NODE_IP, 42000, 9, b"closed port"),
+        udp_frame(PEER_IP, NODE_IP, 42000, 5000, b"no signal here"),
+        ip_frame(ipv4(PEER_IP, NODE_IP, 1, b"\x08\0\xff\xff\0\0\0\0")),  # bad sum
+        eth(bytes.fromhex("020000000009"), PEER_MAC, 0x0800,
+            ipv4(PEER_IP, NODE_IP, 17, echo(b"not our MAC"))),
+    ]
+    with node(guests) as peer:
+        introduce(peer)
+        for frame in bad:
+            peer.send(frame)
+        peer.send(ip_frame(ipv4(PEER_IP, NODE_IP, 17, echo(b"good"))))
+        assert peer.recv() == padded(udp_frame(
+            NODE_IP, PEER_IP, 7, 42000, b"good", src_mac=NODE_MAC,
+            dst_mac=PEER_MAC, ident=1))
+        peer.wait_console(r"^t=\d+ echo 10\.0\.0\.1:42000 4 bytes\n")
+        assert re.search(r"^t=\d+ pi 10\.0\.0\.1:42000 no input$",
+                         peer.console(), re.M)
+
+
+def test_udp_without_checksum_is_accepted(guests):
+    """RFC 768: a zero checksum means the sender computed none."""
+    with node(guests) as peer:
+        introduce(peer)
+        peer.send(eth(NODE_MAC, PEER_MAC, 0x0800, ipv4(
+            PEER_IP, NODE_IP, 17,
+            udp(PEER_IP, NODE_IP, 43000, 7, b"nosum", with_checksum=False))))
+        assert peer.recv() == padded(udp_frame(
+            NODE_IP, PEER_IP, 7, 43000, b"nosum", src_mac=NODE_MAC,
+            dst_mac=PEER_MAC, ident=1))
+
+
+def test_client_resolves_its_peer_then_sends_every_10_ms(guests):
+    mac = bytes.fromhex("020000000003")
+    with node(guests, "arm-udp_client.elf", mac) as peer:
+        # Its first request finds no address: ARP for it, the datagram waits.
+        assert peer.recv() == padded(arp_request(mac, CLIENT_IP, PEER_IP))
+        peer.send(arp_reply(PEER_MAC, PEER_IP, mac, CLIENT_IP))
+        # Unpaced, more periods may pass (and ARP again) before our reply
+        # lands: the datagram that waited is the latest one.
+        while (frame := peer.recv())[12:14] == b"\x08\x06":
+            assert frame == padded(arp_request(mac, CLIENT_IP, PEER_IP))
+        seq = int(re.search(rb"seq=(\d+) ", frame)[1])
+        text = f"seq={seq} t={10 * seq}\n".encode()
+        # Every datagram, sent or replaced while waiting, took an IP id.
+        assert frame == padded(udp_frame(CLIENT_IP, PEER_IP, 5001, 7, text,
+                                         src_mac=mac, dst_mac=PEER_MAC,
+                                         ident=seq))
+        # We are the echo server it asks; it prints what comes back.
+        peer.send(udp_frame(PEER_IP, CLIENT_IP, 7, 5001, text, dst_mac=mac))
+        peer.wait_console(rf"^t=\d+ reply 10\.0\.0\.1:7 seq={seq} t={10 * seq}\n")
+        # Then the next request goes straight out.
+        assert peer.recv() == padded(udp_frame(
+            CLIENT_IP, PEER_IP, 5001, 7, f"seq={seq + 1} t={10 * seq + 10}\n"
+            .encode(), src_mac=mac, dst_mac=PEER_MAC, ident=seq + 1))
