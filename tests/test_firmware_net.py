@@ -14,7 +14,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -323,3 +323,125 @@ def test_client_resolves_its_peer_then_sends_every_10_ms(guests):
         assert peer.recv() == padded(udp_frame(
             CLIENT_IP, PEER_IP, 5001, 7, f"seq={seq + 1} t={10 * seq + 10}\n"
             .encode(), src_mac=mac, dst_mac=PEER_MAC, ident=seq + 1))
+
+
+# -- paced: frames at virtual times over the qqq network channel -------------
+
+MS = 1_000_000  # ns
+US = 1_000  # ns
+STEP = 100 * US  # the test's communication step
+
+
+def paced_argv(guests: Path, image: str, serial: Path, mac: bytes) -> list[str]:
+    """The node with its LAN9118 on `-netdev qqq`: frames on the qqq socket."""
+    return arm_argv(guests / image, serial, extra=(
+        "-netdev", "qqq,id=eth0",
+        "-net", f"nic,netdev=eth0,model=lan9118,macaddr={mac.hex(':')}"))
+
+
+Respond = Callable[[int, bytes], list[tuple[int, bytes]]]
+
+
+def run_paced(guests: Path, image: str, mac: bytes, tmp: Path,
+              script: list[tuple[int, bytes]], until_ns: int,
+              respond: Respond | None = None) -> tuple[list[tuple[int, bytes]], str]:
+    """Run the node in steps of STEP to ``until_ns``; deliver the ``script``
+    frames (virtual ns, frame) and whatever ``respond`` answers to each
+    frame the node sends. Returns the node's frames with their send times,
+    and its console.
+
+    We see a frame at the end of the step it was sent in, so an answer
+    can be on time only if it is due at least STEP after that frame."""
+    from qemufmu.process import QemuProcess
+    from qemufmu.protocol import pack_net, unpack_net
+
+    tmp.mkdir()
+    serial = tmp / "serial"
+    pending, sent, now = sorted(script), [], 0
+    with QemuProcess(paced_argv(guests, image, serial, mac), version=3) as qemu:
+        qemu.channel.hello(timeout=T)
+        assert qemu.channel.kinds == ["net"]
+        while now < until_ns:
+            due = [p for p in pending if p[0] < now + STEP]
+            pending = pending[len(due):]
+            assert all(t >= now for t, _ in due), "an answer would be late"
+            reply = qemu.channel.advance(STEP, {0: pack_net(due)}, timeout=T)
+            now += reply.elapsed_ns
+            for t, frame in unpack_net(reply.outputs.get(0, b"")):
+                sent.append((t, frame))
+                if respond:
+                    pending = sorted(pending + respond(t, frame))
+    return sent, serial.read_text()
+
+
+def node_script() -> list[tuple[int, bytes]]:
+    """ARP, ping, UDP echo and a PI request, each half-way between ticks."""
+    return [
+        (5 * MS + 500 * US, arp_request(PEER_MAC, PEER_IP, NODE_IP)),
+        (6 * MS + 500 * US, eth(NODE_MAC, PEER_MAC, 0x0800, ipv4(
+            PEER_IP, NODE_IP, 1, icmp_echo(8, 1, 1, bytes(56))))),
+        (7 * MS + 500 * US, udp_frame(PEER_IP, NODE_IP, 40000, 7, b"ping")),
+        (8 * MS + 500 * US, udp_frame(PEER_IP, NODE_IP, 40000, 5000,
+                                      b"setpoint=10.0\nspeed=9.5\n")),
+    ]
+
+
+def test_paced_replies_are_exact_and_prompt_and_repeat(guests, tmp_path):
+    script = node_script()
+    (sent, console), again = (
+        run_paced(guests, "arm-udp_node.elf", NODE_MAC, tmp_path / f"run{k}",
+                  script, 10 * MS) for k in range(2))
+    assert again == (sent, console)  # frames, their times, the console
+
+    want = [padded(arp_reply(NODE_MAC, NODE_IP, PEER_MAC, PEER_IP)),
+            eth(PEER_MAC, NODE_MAC, 0x0800, ipv4(
+                NODE_IP, PEER_IP, 1, icmp_echo(0, 1, 1, bytes(56)), ident=1)),
+            padded(udp_frame(NODE_IP, PEER_IP, 7, 40000, b"ping",
+                             src_mac=NODE_MAC, dst_mac=PEER_MAC, ident=2)),
+            padded(udp_frame(NODE_IP, PEER_IP, 5000, 40000,
+                             pi_replies([(10.0, 9.5)])[0].encode(),
+                             src_mac=NODE_MAC, dst_mac=PEER_MAC, ident=3))]
+    assert [frame for _, frame in sent] == want
+    # The NIC interrupt wakes the node: each answer leaves well before the
+    # next SysTick (0.5 ms later), which polling would have waited for.
+    latencies = [t - t_in for (t_in, _), (t, _) in zip(script, sent, strict=True)]
+    assert all(0 < lat < 100 * US for lat in latencies), latencies
+    print("request-to-reply latency (virtual ns): ARP, ping, UDP echo, PI:",
+          latencies)
+    # The console's SysTick ms: the request arrived in tick 7 and tick 8.
+    assert re.search(r"^t=7 echo 10\.0\.0\.1:40000 4 bytes\n", console, re.M)
+    assert re.search(r"^t=8 pi 10\.0\.0\.1:40000 voltage=", console, re.M)
+
+
+def test_paced_client_resolves_its_peer_then_asks_every_10_ms(guests, tmp_path):
+    mac = bytes.fromhex("020000000003")
+
+    def respond(t: int, frame: bytes) -> list[tuple[int, bytes]]:
+        """The peer: answers ARP after 0.2 ms, echoes UDP after 0.3 ms."""
+        if frame[12:14] == b"\x08\x06":
+            return [(t + 200 * US, arp_reply(PEER_MAC, PEER_IP, mac, CLIENT_IP))]
+        size = struct.unpack(">H", frame[38:40])[0] - 8
+        return [(t + 300 * US, udp_frame(PEER_IP, CLIENT_IP, 7, 5001,
+                                         frame[42:42 + size], dst_mac=mac))]
+
+    (sent, console), again = (
+        run_paced(guests, "arm-udp_client.elf", mac, tmp_path / f"run{k}", [],
+                  36 * MS, respond) for k in range(2))
+    assert again == (sent, console)
+
+    def request(seq: int) -> bytes:
+        return padded(udp_frame(CLIENT_IP, PEER_IP, 5001, 7,
+                                f"seq={seq} t={10 * seq}\n".encode(),
+                                src_mac=mac, dst_mac=PEER_MAC, ident=seq))
+
+    assert [f for _, f in sent] == [padded(arp_request(mac, CLIENT_IP, PEER_IP)),
+                                    request(1), request(2), request(3)]
+    times = [t for t, _ in sent]
+    # The ARP request on the 10th tick; the waiting datagram leaves as soon
+    # as the answer is in, not a period later; then one per 10 ms.
+    assert 10 * MS <= times[0] < 10 * MS + 100 * US
+    assert times[0] + 200 * US < times[1] < times[0] + 300 * US
+    assert 20 * MS <= times[2] < 20 * MS + 100 * US
+    assert times[3] - times[2] == 10 * MS
+    assert re.findall(r"^t=(\d+) reply 10\.0\.0\.1:7 (.*)$", console, re.M) == [
+        ("10", "seq=1 t=10"), ("20", "seq=2 t=20"), ("30", "seq=3 t=30")]
