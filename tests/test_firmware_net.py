@@ -445,3 +445,83 @@ def test_paced_client_resolves_its_peer_then_asks_every_10_ms(guests, tmp_path):
     assert times[3] - times[2] == 10 * MS
     assert re.findall(r"^t=(\d+) reply 10\.0\.0\.1:7 (.*)$", console, re.M) == [
         ("10", "seq=1 t=10"), ("20", "seq=2 t=20"), ("30", "seq=3 t=30")]
+
+
+def build_client(tmp: Path, flags: str) -> Path:
+    """arm-udp_client.elf built with other -D flags (firmware/Makefile)."""
+    subprocess.run(["make", "-s", "-C", str(FIRMWARE), f"OUT={tmp}",
+                    f"{tmp}/arm-udp_client.elf", f"UDP_CLIENT_FLAGS={flags}"],
+                   check=True, timeout=300, capture_output=True)
+    return tmp / "arm-udp_client.elf"
+
+
+def run_two_ecus(nodes: list[tuple[Path, bytes]], tmp: Path, delay_ns: int,
+                 until_ns: int) -> list[tuple[list[tuple[int, bytes]], str]]:
+    """Two firmwares on one cable, stepped together by STEP: a frame one
+    sends at t reaches the other at t + delay_ns (on time: delay >= STEP).
+    Returns each node's sent frames with their times, and its console."""
+    from qemufmu.process import QemuProcess
+    from qemufmu.protocol import pack_net, unpack_net
+
+    assert delay_ns >= STEP
+    tmp.mkdir()
+    qemus = [QemuProcess(paced_argv(image.parent, image.name, tmp / f"serial{k}",
+                                    mac), version=3)
+             for k, (image, mac) in enumerate(nodes)]
+    sent: list[list[tuple[int, bytes]]] = [[], []]
+    inbox: list[list[tuple[int, bytes]]] = [[], []]
+    try:
+        for qemu in qemus:
+            qemu.channel.hello(timeout=T)
+        now = 0
+        while now < until_ns:
+            due = [[f for f in box if f[0] < now + STEP] for box in inbox]
+            inbox = [[f for f in box if f[0] >= now + STEP] for box in inbox]
+            for qemu, frames in zip(qemus, due, strict=True):
+                qemu.channel.send_advance(STEP, {0: pack_net(frames)})
+            for k, qemu in enumerate(qemus):
+                reply = qemu.channel.recv_reply(timeout=T)
+                assert reply.elapsed_ns == STEP
+                for t, frame in unpack_net(reply.outputs.get(0, b"")):
+                    sent[k].append((t, frame))
+                    inbox[1 - k].append((t + delay_ns, frame))
+            now += STEP
+    finally:
+        for qemu in qemus:
+            qemu.close()
+    return [(sent[k], (tmp / f"serial{k}").read_text()) for k in range(2)]
+
+
+def test_two_ecus_talk_through_a_cable_the_same_way_every_run(guests, tmp_path):
+    """arm-udp_node.elf and a client of it: ARP, then a request every 10 ms
+    and its echo, both QEMUs paced together; every frame, time and console
+    line the same in a second run."""
+    client = build_client(tmp_path / "fw", "-DNODE_IP='IP4(10,0,0,3)' "
+                          "-DPERIOD_MS=10 -DPEER_IP='IP4(10,0,0,2)'")
+    client_mac = bytes.fromhex("020000000003")
+    nodes = [(guests / "arm-udp_node.elf", NODE_MAC), (client, client_mac)]
+    delay = 250 * US
+    first, second = (run_two_ecus(nodes, tmp_path / f"run{k}", delay, 32 * MS)
+                     for k in range(2))
+    assert first == second
+    (node_sent, node_console), (client_sent, client_console) = first
+
+    # The node's answers leave a cable delay plus its processing after the
+    # questions: ARP reply, then the three echoes.
+    assert len(node_sent) == len(client_sent) == 4
+    for (t_ask, ask), (t_answer, answer) in zip(client_sent, node_sent,
+                                                strict=True):
+        assert t_ask + delay < t_answer < t_ask + delay + 100 * US
+        assert ask[6:12] == answer[:6] == client_mac
+    # Each echo is printed in the SysTick ms it reached the client, the
+    # first one after ARP: two more cable crossings.
+    arrivals = [t + delay for t, _ in node_sent[1:]]
+    assert re.findall(r"^t=(\d+) reply 10\.0\.0\.2:7 (.*)$", client_console,
+                      re.M) == [(str(t // MS), f"seq={k} t={10 * k}")
+                                for k, t in enumerate(arrivals, 1)]
+    assert len(re.findall(r"^t=\d+ echo 10\.0\.0\.3:5001 ", node_console,
+                          re.M)) == 3
+    print(f"two ECUs, cable {delay} ns each way; request-to-reply round trips "
+          "seen by the client (virtual ns):",
+          [t_back - t_ask for t_back, (t_ask, _) in
+           zip(arrivals, client_sent[1:], strict=True)])
