@@ -525,3 +525,39 @@ def test_two_ecus_talk_through_a_cable_the_same_way_every_run(guests, tmp_path):
           "seen by the client (virtual ns):",
           [t_back - t_ask for t_back, (t_ask, _) in
            zip(arrivals, client_sent[1:], strict=True)])
+
+
+def test_wireshark_agrees_with_every_checksum_and_answer(guests, tmp_path):
+    """A second opinion on our frame builders: tshark decodes the paced
+    exchange (written as a pcap with dpkt) and finds every IPv4, UDP and
+    ICMP checksum good and each answer matched to its question."""
+    import dpkt
+
+    script = node_script()
+    sent, _ = run_paced(guests, "arm-udp_node.elf", NODE_MAC, tmp_path / "run",
+                        script, 10 * MS)
+    pcap = tmp_path / "node.pcap"
+    with pcap.open("wb") as f:
+        writer = dpkt.pcap.Writer(f, nano=True)
+        for t, frame in sorted(script + sent):
+            writer.writepkt(frame, ts=t / 1e9)
+    fields = ["_ws.col.Info", "ip.checksum.status", "udp.checksum.status",
+              "icmp.checksum.status", "icmp.resp_to", "ip.src", "udp.srcport"]
+    proc = subprocess.run(
+        ["tshark", "-r", str(pcap), "-o", "ip.check_checksum:TRUE",
+         "-o", "udp.check_checksum:TRUE", "-T", "fields",
+         *(arg for name in fields for arg in ("-e", name))],
+        capture_output=True, text=True, timeout=60, check=True)
+    rows = [dict(zip(fields, line.split("\t"), strict=True))
+            for line in proc.stdout.splitlines()]
+    assert len(rows) == 8
+    good = "1"  # tshark's checksum status: 0 bad, 1 good, 2 unverified
+    for row in rows[2:]:
+        assert row["ip.checksum.status"] == good, row
+    for row in rows[4:]:
+        assert row["udp.checksum.status"] == good, row
+    assert rows[1]["_ws.col.Info"] == "10.0.0.2 is at 02:00:00:00:00:02"
+    assert rows[2]["icmp.checksum.status"] == rows[3]["icmp.checksum.status"] == good
+    assert rows[3]["icmp.resp_to"] == "3"  # the reply answers frame 3
+    assert [(r["ip.src"], r["udp.srcport"]) for r in rows[5::2]] == [
+        ("10.0.0.2", "7"), ("10.0.0.2", "5000")]
