@@ -37,6 +37,7 @@ def _route(env, instance, status, category, message) -> None:
     owner = owner() if owner else None
     if owner is not None:
         owner.messages.append((status, message.decode(errors="replace")))
+        owner.categories.append(category.decode(errors="replace"))
 
 
 _LOGGER = fmi2CallbackLoggerTYPE(_route)
@@ -50,6 +51,7 @@ class Instance:
         md = read_model_description(str(fmu))
         self.vars = {v.name: v for v in md.modelVariables}
         self.messages: list[tuple[int, str]] = []
+        self.categories: list[str] = []     # of each message, in order
         self.slave = FMU2Slave(guid=md.guid, unzipDirectory=str(unzipdir),
                                modelIdentifier=md.coSimulation.modelIdentifier,
                                instanceName=name)

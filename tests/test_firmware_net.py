@@ -451,7 +451,7 @@ def build_client(tmp: Path, flags: str) -> Path:
     """arm-udp_client.elf built with other -D flags (firmware/Makefile)."""
     subprocess.run(["make", "-s", "-C", str(FIRMWARE), f"OUT={tmp}",
                     f"{tmp}/arm-udp_client.elf", f"UDP_CLIENT_FLAGS={flags}"],
-                   check=True, timeout=300, capture_output=True)
+                   check=True, timeout=100, capture_output=True)
     return tmp / "arm-udp_client.elf"
 
 

@@ -77,6 +77,20 @@ def test_do_step_before_initialization_is_an_error(fmus, fmi2_host, tmp_path):
     assert "fmi2DoStep before initialization ended" in done.stderr
 
 
+def test_outputs_cannot_be_set_before_initialization_either(fmus, fmi2_host,
+                                                             tmp_path):
+    """README: setting an output ever is an error, in every mode."""
+    q = fmus["qemu.fmu"]
+    vr = q.vrs["qemu_time"]
+    script = (q.load("A") + f"inst A 0\nset A r {vr} 5\nsetup A 0\nenter A\n"
+              f"set A r {vr} 6\nexit A\nrun A 0 0.001 1\nget A r {vr}\n"
+              "term A\nfree A\n")
+    done = run_host(fmi2_host, script, tmp_path)
+    assert status(done.stdout, f"set A {vr}") == [ERROR, ERROR]
+    assert done.stderr.count("is the output qemu_time; outputs cannot be set") == 2
+    assert float(values(done.stdout, "A", vr)[0]) == 0.001
+
+
 def test_parameters_and_outputs_cannot_be_set_once_running(fmus, fmi2_host,
                                                            tmp_path):
     q = fmus["qemu.fmu"]
@@ -108,6 +122,23 @@ def test_console_in_reaches_the_guest_once_per_change(fmus, fmi2_host, tmp_path,
               + "term A\nfree A\n")
     done = run_host(fmi2_host, script, tmp_path)
     assert values(done.stdout, "A", count) == ["3", "3", "6"]
+
+
+def test_console_in_of_exactly_the_limit_goes_and_a_byte_more_does_not(
+        fmus, fmi2_host, tmp_path):
+    """README: one step carries at most 16 MiB - 64 KiB (16,711,680 bytes)."""
+    q = fmus["qemu.fmu"]
+    vr = q.vrs["console_in"]
+    limit = 16 * 1024 * 1024 - 64 * 1024
+    assert limit == 16_711_680
+    script = (start(q, "A") + f"set A s {vr} {'x' * limit}\nrun A 0 0.001 1\n"
+              + f"set A s {vr} {'y' * (limit + 1)}\nrun A 0.001 0.001 1\n"
+              + "term A\nfree A\n")
+    done = run_host(fmi2_host, script, tmp_path)
+    assert status(done.stdout, f"set A {vr}") == [0, ERROR]
+    assert f"console_in of {limit + 1} bytes refused" in done.stderr
+    assert f"console_in of {limit} bytes" not in done.stderr
+    assert done.stdout.count("steps=1 -> 0") == 2, done.stdout
 
 
 def test_console_in_beyond_a_frame_is_refused_before_anything_is_sent(

@@ -64,6 +64,7 @@ def test_step_beyond_protocol_range(fmu, unzipped):
     ({"qemu_system": "mips"}, r"ships no qemu-system-mips"),
     ({"accelerator": "hvf"}, r"accelerator 'hvf' is not one of"),
     ({"icount_shift": 11}, r"icount_shift 11 is outside"),
+    ({"icount_shift": -1}, r"icount_shift -1 is outside"),
     ({"step_timeout": 0.0}, r"step_timeout .* must be a positive"),
     ({"extra_args": "-no-such-option"}, r"invalid option"),
     ({"machine": "no-such-board"}, r"unsupported machine type"),
@@ -161,6 +162,30 @@ def test_guest_power_off(fmu, unzipped, guests):
     assert failure.value.status == fmi2Discard
     assert qemu.slave.getBooleanStatus(fmi2Terminated)
     assert re.search(r"guest powered off", qemu.log_text()), qemu.log_text()
+    assert not qemu_children()
+
+
+def test_guest_panic(fmu, unzipped, guests, tmp_path):
+    """README: a guest panic (pvpanic) is fmi2Discard, terminated; what the
+    guest printed in that step still arrives: console, log, console_file."""
+    transcript = tmp_path / "console.txt"
+    qemu = Instance(fmu, unzipped, **x86(guests, "x86-panic.elf",
+                                         extra_args="-device pvpanic",
+                                         console_file=str(transcript)))
+    qemu.start()
+    t = 0.0
+    with pytest.raises(FMICallException) as failure:
+        for _ in range(1000):
+            qemu.slave.doStep(t, STEP)
+            t += STEP
+    assert failure.value.status == fmi2Discard
+    assert qemu.slave.getBooleanStatus(fmi2Terminated)
+    assert "the guest panicked" in qemu.log_text(), qemu.log_text()
+    # The panic step printed the line: it is that step's output.
+    assert qemu.get("console") == "oops\n"
+    assert qemu.get("console_bytes") == len("oops\n")
+    assert re.search(r"\] oops$", qemu.log_text(), re.M), qemu.log_text()
+    assert transcript.read_text().endswith("] oops\n")
     assert not qemu_children()
 
 

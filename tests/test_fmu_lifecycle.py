@@ -50,7 +50,7 @@ def test_qemu_inherits_only_its_socket_and_has_no_network(fmu, unzipped):
         ours = {os.readlink(f"/proc/self/fd/{fd}") for fd in (leak_r, leak_w)}
         kids = children()
         exe = os.readlink(f"/proc/{pid}/exe")
-        pgrp = os.getpgid(pid)
+        pgrp, session = os.getpgid(pid), os.getsid(pid)
         qemu.close()
     finally:
         os.close(leak_r)
@@ -64,6 +64,7 @@ def test_qemu_inherits_only_its_socket_and_has_no_network(fmu, unzipped):
     shipped = (unzipped / "resources" / "qemu" / "bin" / "qemu-system-arm").resolve()
     assert exe == str(shipped) and argv[0] == bytes(shipped)
     assert pgrp == pid, "QEMU is not in a process group of its own"
+    assert session == pid, "QEMU is not in a session of its own"
 
 
 def test_free_without_terminate_stops_qemu(fmu, unzipped):

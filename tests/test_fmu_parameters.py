@@ -101,7 +101,7 @@ def test_qemu_binary_overrides_the_shipped_one(fmu, unzipped, tmp_path):
 def test_logging_off_keeps_the_log_quiet(fmu, unzipped):
     """With loggingOn=false the guest console is not logged; with it on,
     it is (the same run, so the difference is the flag alone)."""
-    logs = {}
+    logs, categories = {}, {}
     for on in (True, False):
         qemu = Instance(fmu, unzipped, logging_on=on)
         qemu.start()
@@ -111,8 +111,13 @@ def test_logging_off_keeps_the_log_quiet(fmu, unzipped):
         finally:
             qemu.close()
         logs[on] = qemu.log_text()
+        categories[on] = dict(zip((m for _, m in qemu.messages), qemu.categories,
+                                  strict=True))
     assert "[0.001000] boot" in logs[True] and "ticks=100" in logs[True]
     assert logs[False] == ""
+    # README: console lines are logged in category logGuestConsole.
+    assert categories[True]["[0.001000] boot"] == "logGuestConsole"
+    assert categories[True]["[0.101000] ticks=100"] == "logGuestConsole"
 
 
 MASTER = """

@@ -321,14 +321,51 @@ def test_x86_pc_guest_rolls_back_identically(fmu, unzipped, guests):
 
 @pytest.mark.skipif(kvm_usable() is not None, reason="needs /dev/kvm")
 def test_kvm_refuses_states_with_a_clear_message(fmu, unzipped, guests):
-    inst = Instance(fmu, unzipped, machine="pc", qemu_system="x86_64",
-                    accelerator="kvm", guest_image=guests / "x86-idle.elf")
+    """docs/fmu-state.md: under kvm fmi2GetFMUstate fails with fmi2Error and
+    the message, and the instance goes on; a state (always one of
+    tcg-icount) set into it brings its parameters, accelerator included."""
+    x86 = dict(machine="pc", qemu_system="x86_64", guest_image=guests / "x86-idle.elf")
+    tcg = Instance(fmu, unzipped, name="tcg", **x86)
+    tcg.start()
+    record(tcg, 0.0, 5)
+    state = tcg.slave.getFMUstate()
+    expected = record(tcg, 5 * STEP, 20)
+    tcg_qemu = set(qemu_children())
+    inst = Instance(fmu, unzipped, accelerator="kvm", **x86)
     inst.start()
     record(inst, 0.0, 5)
     refused(inst.slave.getFMUstate)
     assert "machine states need accelerator tcg-icount" in inst.log_text()
     record(inst, 5 * STEP, 5)       # the instance goes on
+    assert inst.get("qemu_time") >= 10 * STEP
+    inst.slave.setFMUstate(state)
+    assert record(inst, 5 * STEP, 20) == expected
+    ours, = set(qemu_children()) - tcg_qemu
+    argv = Path(f"/proc/{ours}/cmdline").read_bytes().split(b"\0")
     inst.close()
+    assert b"-icount" in argv and b"kvm" not in argv
+    tcg.slave.freeFMUstate(state)
+    tcg.close()
+
+
+def test_a_restore_is_marked_in_the_console_file(fmu, unzipped, tmp_path):
+    """docs/fmu-state.md: the transcript is not rolled back; a restore
+    appends `-- restored the state of t=... s`, then the restored run's lines."""
+    transcript = tmp_path / "console.txt"
+    inst = Instance(fmu, unzipped, console_file=str(transcript))
+    inst.start()
+    record(inst, 0.0, 150)              # boot, ticks=100
+    state = inst.slave.getFMUstate()
+    record(inst, 150 * STEP, 100)       # ticks=200
+    inst.slave.setFMUstate(state)
+    record(inst, 150 * STEP, 100)       # ticks=200 again
+    inst.slave.freeFMUstate(state)
+    inst.close()
+    lines = transcript.read_text().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        "boot", "ticks=100", "ticks=200", "-- restored the state of t=0.150000 s",
+        "ticks=200"], lines
+    assert lines[-1] == lines[2]        # the same line at the same time
 
 
 def test_closed_loop_rolls_back_as_a_whole_system(guests):

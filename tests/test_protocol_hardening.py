@@ -144,9 +144,10 @@ def test_sigterm_ends_qemu_in_every_state(guests, raw, state, version):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
 @pytest.mark.parametrize("version", [1, 2])
-def test_sigint_and_sighup_end_qemu_waiting_for_an_advance(guests, raw, signum,
-                                                         version):
-    _signal_case(guests, raw, "between-steps", version, kvm=False, signum=signum)
+@pytest.mark.parametrize("state", STATES)
+def test_sigint_and_sighup_end_qemu_in_every_state(guests, raw, signum, version,
+                                                   state):
+    _signal_case(guests, raw, state, version, kvm=False, signum=signum)
 
 
 @pytest.mark.skipif(kvm_usable() is not None, reason=str(kvm_usable()))

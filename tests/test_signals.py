@@ -148,6 +148,8 @@ def test_inputs_are_sent_when_they_change(echo_fmu):
      "[[output]] #2: name 'bad name' must match"),
     ('unit = "V"', 'unit = "V"\nspeed = 3', "[[input]] #1: unknown keys ['speed']"),
     ('start = false', 'start = "maybe"', "[[output]] #3: start: 'maybe' is not 0 or 1"),
+    ('name = "count"\ntype = "Integer"', 'name = "count"\ntype = "Integer"\nunit = "1"',
+     "[[output]] #2: only Real signals have units"),
 ])
 def test_bad_configurations_fail_the_build_with_one_line(tmp_path, guests, change,
                                                          message, names):

@@ -270,6 +270,18 @@ def test_kvm_replies_cover_requests_and_drift_stays_bounded(guests, tmp_path,
             qemu_time += elapsed
 
 
+@pytest.mark.skipif(kvm_usable() is not None, reason=str(kvm_usable()))
+def test_enable_kvm_spelling_is_paced_as_kvm(guests, tmp_path):
+    """docs/sync-protocol.md: KVM is `-accel kvm` or `-enable-kvm`."""
+    argv = x86_argv(guests / "x86-idle.elf", tmp_path / "s", shift=None,
+                    extra=("-enable-kvm",))
+    with QemuProcess(argv) as qemu:
+        assert qemu.channel.advance(0, timeout=STEP_TIMEOUT) == 0
+        for _ in range(20):
+            assert qemu.channel.advance(1000, timeout=STEP_TIMEOUT) >= 1000
+    assert qemu.popen.returncode == 0, qemu.stderr_text()
+
+
 def test_explicit_version_1_is_the_base_protocol(guests, tmp_path):
     """`-qqq sock=FD,version=1`: 32-bit microseconds, no HELLO, no frames."""
     qemu = RawQemu(x86_argv(guests / "x86-idle.elf", tmp_path / "s"), version=1,
