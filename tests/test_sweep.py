@@ -10,13 +10,16 @@ parameter; a worker is killed in the middle of a case.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -351,6 +354,103 @@ def test_bad_cases_are_refused_before_anything_runs(ssp, tmp_path, cells, error)
     assert not out.exists()
     with pytest.raises(sweep.InputError):
         sweep.prepare(ssp, bad, stop_time=0.01, step=1e-3)
+
+
+def _cli(*args: str, tty: bool = False) -> tuple[int, str, str]:
+    """Run `qemu-fmu sweep ARGS`; (status, stdout, stderr).  ``tty``: stderr
+    is a terminal (a pseudo-terminal of the test's), as where the
+    progress bar shows."""
+    if not tty:
+        done = subprocess.run([*CLI, "sweep", *args], env=ENV, capture_output=True,
+                              text=True, timeout=100)
+        return done.returncode, done.stdout, done.stderr
+    ours, theirs = os.openpty()
+    # 24 x 100: a terminal of no size would get a bar of no width
+    fcntl.ioctl(theirs, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        done = subprocess.run([*CLI, "sweep", *args], env=ENV, stdout=subprocess.PIPE,
+                              stderr=theirs, text=True, timeout=100)
+        os.close(theirs)
+        theirs = -1
+        err = b""
+        while True:
+            try:
+                chunk = os.read(ours, 1 << 16)
+            except OSError:     # EIO: the writer is gone and all was read
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(ours)
+        if theirs >= 0:
+            os.close(theirs)
+    return done.returncode, done.stdout, err.decode(errors="replace")
+
+
+@pytest.mark.parametrize("options,error", [
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"],
+     "--workers sizes the local cluster; it cannot be combined with --scheduler"),
+    (["--in-process", "--scheduler", "tcp://127.0.0.1:1"],
+     "--in-process runs no cluster; drop --scheduler and --workers"),
+    (["--in-process", "--workers", "2"],
+     "--in-process runs no cluster; drop --scheduler and --workers"),
+])
+def test_cluster_options_that_contradict_each_other_are_refused(ssp, cases, tmp_path,
+                                                                options, error):
+    code, out, err = _cli(str(ssp), str(cases), "--stop-time", "0.01", "--step",
+                          "0.001", "--out", str(tmp_path / "r.parquet"), *options)
+    assert (code, out, err) == (2, "", f"qemu-fmu sweep: {error}\n")
+
+
+@pytest.mark.parametrize("rows,error", [
+    ("a,1\na,2\n", "row 2, column 'case': case 'a' appears twice"),
+    ("a,1\n,2\n", "row 2, column 'case': empty case name"),
+])
+def test_case_names_must_be_unique_and_not_empty(ssp, tmp_path, rows, error):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("case,plant.step_value\n" + rows)
+    code, out, err = _cli(str(ssp), str(bad), "--stop-time", "0.01", "--step",
+                          "0.001", "--out", str(tmp_path / "r.parquet"),
+                          "--in-process")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and error in err, err
+
+
+def test_a_cluster_that_cannot_be_used_exits_1(ssp, cases, tmp_path):
+    code, out, err = _cli(str(ssp), str(cases), "--stop-time", "0.01", "--step",
+                          "0.001", "--out", str(tmp_path / "r.parquet"),
+                          "--scheduler", "nosuch://127.0.0.1:1")
+    assert (code, out) == (1, "")
+    assert err.startswith("qemu-fmu sweep: ") and err.count("\n") == 1, err
+    assert "nosuch" in err
+    assert not (tmp_path / "r.parquet").exists()
+
+
+def test_all_ok_exits_0_records_every_output_in_cases_order(ssp, tmp_path):
+    """--workers sizes the local cluster; --no-progress keeps even a
+    terminal free of the bar (which shows without it); no --record: every
+    output of every component; rows in CASES order, not by name."""
+    from qemufmu.system import read_system
+
+    order = tmp_path / "order.csv"
+    order.write_text("case,plant.step_value\nzeta,100\nalpha,50\n")
+    out = tmp_path / "r.parquet"
+    common = [str(ssp), str(order), "--stop-time", "0.01", "--step", "0.001"]
+    code, stdout, err = _cli(*common, "--out", str(out), "--workers", "1",
+                             "--no-progress", tty=True)
+    assert code == 0, err
+    assert "2 cases, 2 ok, 0 not ok" in stdout
+    assert "cases:" not in err and "%|" not in err, err
+    table = pd.read_parquet(out)
+    assert list(table.columns) == ["case", "time",
+                                   *read_system(ssp).outputs()]
+    assert table.case.tolist() == ["zeta"] * 11 + ["alpha"] * 11
+    workers = set(summary_of(out).worker)
+    assert len(workers) == 1 and workers.pop().startswith("tcp://")
+    code, _, err = _cli(*common, "--out", str(tmp_path / "p.parquet"),
+                        "--in-process", tty=True)
+    assert code == 0 and "cases: 100%" in err, err
 
 
 def test_bad_times_and_records_are_refused(ssp, cases):

@@ -100,7 +100,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         results = sweep.execute(plan, scheduler=args.scheduler,
                                 workers=args.workers, in_process=args.in_process,
                                 progress=None if args.progress else False)
-    except (OSError, TimeoutError, RuntimeError) as e:
+    except (OSError, TimeoutError, RuntimeError, ValueError) as e:
+        # ValueError: Dask's word for an address it cannot use.
         print(f"{PROG} sweep: {e}", file=sys.stderr)
         return 1
     table, summary = sweep.frames(plan, results)
