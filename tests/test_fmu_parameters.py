@@ -4,10 +4,12 @@ QEMU's command line, its executable, the guest's behaviour, the FMU log."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,34 @@ def test_qemu_binary_overrides_the_shipped_one(fmu, unzipped, tmp_path):
     finally:
         qemu.close()
     assert exe == str(own)
+
+
+def _guest_time(fmu, unzipped, guests, **params) -> tuple[int, float, float]:
+    """(the guest's SYS_TIME at start, host time before, after the start)
+    from firmware/arm/semitime.c, which prints it on its first line."""
+    before = time.time()
+    qemu = Instance(fmu, unzipped, guest_image=str(guests / "arm-semitime.elf"),
+                    extra_args="-semihosting", **params)
+    qemu.start()
+    after = time.time()
+    try:
+        qemu.slave.doStep(0.0, 0.001)
+        first = re.match(r"time=(\d+) clock=0 ", qemu.get("console"))
+    finally:
+        qemu.close()
+    assert first, qemu.get("console")
+    return int(first[1]), before, after
+
+
+def test_rtc_base_sets_the_guest_wall_clock_and_host_follows_the_host(
+        fmu, unzipped, guests):
+    """README: the guest's wall clock starts at rtc_base (2024-01-01 by
+    default) on simulation time; `host` starts it from the host's clock."""
+    assert _guest_time(fmu, unzipped, guests)[0] == 1704067200
+    assert _guest_time(fmu, unzipped, guests,
+                       rtc_base="2030-06-15T12:30:00")[0] == 1907757000
+    at, before, after = _guest_time(fmu, unzipped, guests, rtc_base="host")
+    assert int(before) <= at <= after + 1
 
 
 def test_logging_off_keeps_the_log_quiet(fmu, unzipped):

@@ -26,6 +26,7 @@ from helpers import (
     blocked_on,
     errors,
     frame,
+    qqq_fd,
     running,
     taken,
 )
@@ -168,6 +169,29 @@ def test_sigterm_while_qemu_cannot_send_its_reply(guests, raw):
     os.kill(qemu.proc.pid, signal.SIGTERM)
     code, lines = qemu.wait()
     assert code == 0 and "terminating on signal 15" in lines[-1], lines
+
+
+def test_a_simulator_reading_after_the_signal_gets_everything_and_the_end(guests):
+    """docs/protocol-v2.md: after SIGTERM QEMU waits (up to 2 s) for the
+    socket to take what it was sending and the END: a simulator that reads
+    then gets all of the output so far, whole, and the cause.  (The signal
+    may find the step over, its REPLY being sent: then the END follows it.)"""
+    image = built(guests / "x86-flood.elf", "make firmware")
+    with QemuProcess(with_console(x86_argv(image, "/dev/null")), version=2) as qemu:
+        qemu.channel.hello(timeout=WAIT)
+        qemu.channel.send_advance(1000 * MS)
+        blocked_on(qemu.pid, qqq_fd(qemu.popen.args), POLLOUT)  # we do not read
+        os.kill(qemu.pid, signal.SIGTERM)
+        out = b""
+        with pytest.raises(QemuGone) as end:
+            for _ in range(2):
+                out += qemu.channel.recv_reply(timeout=WAIT).outputs.get(0, b"")
+        assert qemu.popen.wait(timeout=WAIT) == 0
+        lines = errors(qemu.stderr_text())
+    assert end.value.cause == "QEMU was told to quit"
+    out += end.value.outputs.get(0, b"")
+    assert len(out) >= MAX_PAYLOAD and FLOOD.startswith(out), len(out)
+    assert len(lines) == 1 and "terminating on signal 15" in lines[0], lines
 
 
 @pytest.mark.parametrize("mid_step", [False, True])
