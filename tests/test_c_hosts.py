@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -139,6 +141,66 @@ def test_free_without_terminate_ends_qemu_and_the_host_exits(fmus, fmi2_host,
         leftover = subprocess.run(["pgrep", "-f", str(q.root)], capture_output=True,
                                   text=True, timeout=10).stdout.split()
     assert not leftover
+
+
+@pytest.mark.parametrize("form", ["file:{path}", "file://localhost{path}",
+                                  "file://{escaped}"])
+def test_resource_uri_forms_the_loader_understands(fmus, fmi2_host, tmp_path, form):
+    """docs/fmu-loader.md: `file:/p`, `file://localhost/p` and percent-escapes
+    (a directory name with a space, and every '-' written %2D: the export
+    library alone decodes nothing but %20) reach the same resources."""
+    q = fmus["qemu.fmu"]
+    spaced = tmp_path / "an fmu"
+    spaced.symlink_to(q.root)
+    uri = form.format(path=f"{q.root}/resources",
+                      escaped=f"{spaced}/resources".replace(" ", "%20")
+                      .replace("-", "%2D"))
+    assert "%2D" in uri or "{escaped}" not in form
+    script = (q.load("A") + f"inst A 0 {uri}\nsetup A 0\nenter A\nexit A\n"
+              f"run A 0 0.001 10\nget A r {q.vrs['qemu_time']}\nterm A\nfree A\n")
+    done = run_host(fmi2_host, script, tmp_path)
+    assert "inst A -> ok" in done.stdout and "exit A -> 0" in done.stdout, done.stderr
+    assert float(values(done.stdout, "A", q.vrs["qemu_time"])[0]) == 0.01
+
+
+def test_null_arrays_are_refused_before_python_sees_them(fmus, fmi2_host, tmp_path):
+    q = fmus["qemu.fmu"]
+    script = (start(q, "A") + f"null A {q.vrs['console_in']}\n"
+              f"run A 0 0.001 1\nterm A\nfree A\n")
+    done = run_host(fmi2_host, script, tmp_path)
+    assert "null A -> 3 3 3 3" in done.stdout, done.stdout + done.stderr
+    for function in ("fmi2SetReal", "fmi2GetReal", "fmi2SetString", "fmi2GetString"):
+        assert f"{function}: 1 values but no array" in done.stderr
+    assert "steps=1 -> 0" in done.stdout      # the instance goes on
+
+
+# A slave that raises (only a bug of ours would): pythonfmu answers Fatal.
+BOOM = """
+def _boom(self, current_time, step_size):
+    raise RuntimeError("boom")
+
+
+QemuSlave.do_step = _boom
+"""
+
+
+def test_an_instance_that_returned_fatal_is_fenced(fmus, fmi2_host, tmp_path):
+    """docs/fmu-loader.md: after fmi2Fatal every call but fmi2FreeInstance
+    gets fmi2Error, and freeing touches nothing of the released slave."""
+    q = fmus["qemu.fmu"]
+    broken = tmp_path / "broken"
+    shutil.copytree(q.root, broken, symlinks=True)
+    slave = broken / "resources" / "qemufmu" / "slave.py"
+    slave.write_text(slave.read_text() + BOOM)
+    u = dataclasses.replace(q, root=broken)
+    script = (start(u, "A") + "step A 0 0.001\nstep A 0 0.001\n"
+              f"get A r {q.vrs['qemu_time']}\nterm A\nfree A\nchildren -\n")
+    done = run_host(fmi2_host, script, tmp_path)
+    assert re.findall(r"^step A -> (\d)", done.stdout, re.M) == ["4", "3"]
+    assert re.search(rf"^get A {q.vrs['qemu_time']} -> 3 ", done.stdout, re.M)
+    assert "term A -> 3" in done.stdout and "free A" in done.stdout
+    assert "fmi2DoStep refused: the instance had a fatal error" in done.stderr
+    assert "fmi2Terminate refused" in done.stderr
 
 
 def test_log_text_reaches_the_master_verbatim(fmus, fmi2_host, tmp_path):

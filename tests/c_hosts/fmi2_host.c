@@ -7,12 +7,14 @@
  * command per line (argv[1], or stdin) and prints one result line each:
  *
  *   load ID DIR MODEL GUID   bind DIR/binaries/linux64/MODEL.so as ID
- *   inst ID [logging]        fmi2Instantiate (resources of DIR)
+ *   inst ID [logging [URI]]  fmi2Instantiate (resources of DIR, or at URI)
  *   setup ID T0 | enter ID | exit ID | term ID | reset ID | free ID
  *   set ID r|i|b|s VR VALUE  get ID r|i|b|s VR
  *   step ID T H              run ID T0 H N  (N steps; stops at the first
  *                                            status that is not fmi2OK)
  *   children -               how many QEMU children this process has
+ *   null ID VR               fmi2SetReal, GetReal, SetString, GetString
+ *                            with NULL arrays: the four statuses
  *   save ID | restore ID | freestate ID   fmi2Get/Set/FreeFMUstate, one
  *                                         state per ID
  *   serialize ID                          the ID's state to bytes kept
@@ -251,8 +253,12 @@ int main(int argc, char **argv)
                 return 1;
             }
         } else if (!strcmp(cmd, "inst")) {
-            snprintf(resources, sizeof(resources), "file://%s/resources",
-                     s->dir);
+            if (b[0]) {
+                snprintf(resources, sizeof(resources), "%s", b);
+            } else {
+                snprintf(resources, sizeof(resources), "file://%s/resources",
+                         s->dir);
+            }
             s->c = s->fmi2Instantiate(s->id, fmi2CoSimulation, s->guid,
                                       resources, &callbacks, fmi2False,
                                       atoi(a));
@@ -281,6 +287,14 @@ int main(int argc, char **argv)
         } else if (!strcmp(cmd, "step")) {
             printf("step %s -> %d\n", s->id, s->fmi2DoStep(
                    s->c, strtod(a, NULL), strtod(b, NULL), fmi2True));
+        } else if (!strcmp(cmd, "null")) {
+            fmi2ValueReference vr = (fmi2ValueReference)atol(a);
+
+            printf("null %s -> %d %d %d %d\n", s->id,
+                   s->fmi2SetReal(s->c, NULL, 1, NULL),
+                   s->fmi2GetReal(s->c, &vr, 1, NULL),
+                   s->fmi2SetString(s->c, &vr, 1, NULL),
+                   s->fmi2GetString(s->c, &vr, 1, NULL));
         } else if (!strcmp(cmd, "run")) {
             run(s, strtod(a, NULL), strtod(b, NULL), atol(c));
         } else if (!strcmp(cmd, "save") || !strcmp(cmd, "restore") ||
