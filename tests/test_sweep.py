@@ -19,6 +19,7 @@ import signal
 import struct
 import subprocess
 import sys
+import sysconfig
 import termios
 import threading
 import time
@@ -322,6 +323,57 @@ def test_a_case_whose_worker_dies_too_often_is_reported_lost(ssp, tmp_path):
     assert len(lost) == 1 and "KilledWorker" in lost.message.iloc[0]
     assert (summary[summary.status != "lost"].status == "ok").all()
     assert lost.case.iloc[0] not in set(outcome["results"].case)
+
+
+# A worker from this venv that cannot import qemufmu: without the site
+# module, the venv's packages are on the path but not the .pth file of the
+# editable install.
+BARE_WORKER = """
+import sys
+sys.path.append(sys.argv[2])
+try:
+    import qemufmu  # noqa: F401
+    sys.exit("qemufmu importable: the test would prove nothing")
+except ImportError:
+    pass
+from distributed.cli.dask_worker import main
+sys.argv = ["dask-worker", sys.argv[1], "--nthreads", "1", "--no-nanny",
+            "--no-dashboard", "--host", "127.0.0.1"]
+main()
+"""
+
+
+def test_workers_without_qemu_fmu_are_detected_before_anything_runs(ssp, tmp_path):
+    """docs/sweeps.md: the sweep checks that the workers can import
+    qemu-fmu before running anything."""
+    from distributed import Client, LocalCluster
+
+    frame = pd.DataFrame({"case": ["a"], "plant.step_value": [60.0]})
+    with LocalCluster(n_workers=0, dashboard_address=":0",
+                      host="127.0.0.1") as local:
+        worker = subprocess.Popen(
+            [sys.executable, "-S", "-c", BARE_WORKER, local.scheduler_address,
+             sysconfig.get_paths()["purelib"]],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=tmp_path)
+        try:
+            with Client(local) as client:
+                try:
+                    client.wait_for_workers(1, timeout=30)
+                except TimeoutError:
+                    worker.kill()
+                    pytest.fail(f"the bare worker did not start: "
+                                f"{worker.communicate()[1][-2000:]}")
+                with pytest.raises(RuntimeError, match=r"a Dask worker cannot "
+                                   r"import qemu-fmu's sweep code \(.*No module "
+                                   r"named 'qemufmu'.*\); install qemu-fmu on "
+                                   r"every worker"):
+                    sweep.run(ssp, frame, stop_time=0.01, step=STEP,
+                              scheduler=local.scheduler_address)
+        finally:
+            stop_group(worker)
+            worker.stderr.close()
+    assert not qemus_of({worker.pid})
 
 
 @pytest.mark.parametrize("cells,error", [
