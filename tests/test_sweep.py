@@ -514,7 +514,7 @@ def test_bad_times_and_records_are_refused(ssp, cases):
         sweep.prepare(ssp, cases, stop_time=0.01, step=1e-3, record=["ecu.nope"])
 
 
-def test_package_installs_with_its_console_script(tmp_path):
+def test_package_installs_with_its_console_script(fmu, tmp_path):
     """`pip install .` gives the qemufmu package and a `qemu-fmu` command."""
     # A copy of what the package is made of, so that the build leaves no
     # egg-info or build/lib in the work tree.
@@ -539,6 +539,20 @@ def test_package_installs_with_its_console_script(tmp_path):
     done = subprocess.run([str(target / "bin" / "qemu-fmu")], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "COMMAND" in done.stderr
+    # Installed away from the project tree, `build` needs one: not in the
+    # current directory, exit 2; --repo names it, and the FMU is the same.
+    done = subprocess.run([str(target / "bin" / "qemu-fmu"), "build", "-o",
+                           str(tmp_path / "x.fmu")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=100)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr == ("qemu-fmu build: no build_fmu.py in the current "
+                           "directory; run it in a built qemu-fmu project tree "
+                           "or pass --repo DIR\n")
+    done = subprocess.run([str(target / "bin" / "qemu-fmu"), "build", "--repo",
+                           str(REPO), "-o", str(tmp_path / "x.fmu")], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "x.fmu").read_bytes() == fmu.read_bytes()
 
 
 def test_build_subcommand_is_build_fmu(tmp_path):
