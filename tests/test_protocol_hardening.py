@@ -14,6 +14,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -243,6 +244,31 @@ def test_virtual_time_reaches_its_limit_exactly_and_no_further(guests):
         lines = errors(qemu.stderr_text())
     assert len(lines) == 1 and "qqq: an advance of 1 ns" in lines[0], lines
     assert "would pass the limit of 2^62 ns" in lines[0]
+
+
+def test_version_1_reaches_the_limit_and_no_further(guests, raw):
+    """The same 2^62 ns cap under the base protocol: about 1.07 million of
+    its largest advances (2^32 - 1 us), sent at once, to the last whole
+    microsecond before the cap; one more microsecond is refused.  arm-idle
+    arms no timer, so each advance is one warp of the clock."""
+    qemu = raw(arm_argv(guests / "arm-idle.elf", "/dev/null"), 1)
+    biggest = (1 << 32) - 1
+    full, rest = divmod(MAX_TIME_NS // 1000, biggest)
+    steps = [biggest] * full + [rest]
+    sender = threading.Thread(target=qemu.sock.sendall,
+                              args=(struct.pack(f">{len(steps)}I", *steps),),
+                              daemon=True)
+    sender.start()
+    replies = struct.unpack(f">{len(steps)}I", qemu.recv_exact(4 * len(steps)))
+    sender.join(timeout=WAIT)
+    assert list(replies) == steps
+    qemu.sock.sendall(struct.pack(">I", 1))
+    code, lines = qemu.wait()
+    assert code == 1
+    end = MAX_TIME_NS // 1000 * 1000
+    assert len(lines) == 1 and (f"qqq: an advance of 1000 ns at virtual time "
+                                f"{end} ns would pass the limit of 2^62 ns"
+                                in lines[0]), lines
 
 
 @pytest.mark.parametrize("advance", [MAX_TIME_NS + 1, 1 << 63, (1 << 64) - 1])
