@@ -40,6 +40,7 @@ T = 60.0  # s of wall time QEMU may take to answer one step
 CMDLINE = "console=ttyS0 cryptomgr.notests tsc=reliable nolapic_timer"
 RTC = "base=2024-01-01T00:00:00,clock=vm"  # the FMU's default: no host time
 ANSWER_IP, ASK_IP = "10.0.0.1", "10.0.0.2"
+NET = "/24"
 PINGS = 3
 TCP_BYTES = 1_000_000
 # virtio-net must not defer work to QEMU's main loop, which runs in host
@@ -52,7 +53,10 @@ NICS = {"e1000": "e1000", "virtio": "virtio-net-pci,ioeventfd=off,tx=timer"}
 class Guest:
     ip: str
     role: str
-    mac: str
+    #: the NIC's MAC address (QEMU's default, the same in every QEMU, if None)
+    mac: str | None
+    #: more kernel arguments
+    extra: str = ""
 
 
 @dataclass
@@ -70,19 +74,24 @@ def linux_argv(linux: Path, console: Path, guest: Guest, nic: str) -> list[str]:
     (``nic``: a -device with its options) on qqq netdev eth0."""
     argv = x86_argv(linux / "vmlinux", console, extra=(
         "-initrd", str(linux / "initrd.cpio"),
-        "-append", f"{CMDLINE} qemufmu.ip={guest.ip}/24 qemufmu.role={guest.role}",
+        "-append", f"{CMDLINE} qemufmu.ip={guest.ip} qemufmu.role={guest.role} "
+                   + guest.extra,
         "-netdev", "qqq,id=eth0",
-        "-device", f"{nic},netdev=eth0,mac={guest.mac},romfile="))
+        "-device", f"{nic},netdev=eth0,romfile="
+                   + (f",mac={guest.mac}" if guest.mac else "")))
     argv[argv.index("-rtc") + 1] = RTC
     del argv[argv.index("-net"):argv.index("-net") + 2]  # "-net none"
     return argv
 
 
 def run_link(linux: Path, tmp: Path, guests: list[Guest], nic: str = NICS["e1000"],
-             delay: int = DELAY) -> Run:
+             delay: int = DELAY, until: set[int] | None = None) -> Run:
     """Boot the guests on a two-port link of one-way ``delay``; step them
-    in lock step until every guest whose role ends has powered off."""
-    must_end = [g.role != "echo" for g in guests]
+    in lock step until the guests ``until`` (default: those whose role
+    ends) have powered off."""
+    if until is None:
+        until = {i for i, g in enumerate(guests) if g.role.startswith(("ping", "tcp-"))}
+    must_end = [i in until for i in range(len(guests))]
     tmp.mkdir(parents=True, exist_ok=True)
     consoles = [tmp / f"console{i}.txt" for i in range(len(guests))]
     qemus: list[QemuProcess] = []
@@ -172,8 +181,9 @@ def lines(console: bytes) -> list[str]:
 
 # -- ping -------------------------------------------------------------------
 
-PING_GUESTS = [Guest(ANSWER_IP, "echo", "52:54:00:00:00:01"),
-               Guest(ASK_IP, f"ping:{ANSWER_IP}:{PINGS}", "52:54:00:00:00:02")]
+PING_GUESTS = [
+    Guest(ANSWER_IP + NET, "echo", "52:54:00:00:00:01"),
+    Guest(ASK_IP + NET, f"ping:{ANSWER_IP}:{PINGS}", "52:54:00:00:00:02")]
 
 
 @pytest.fixture(scope="module")
@@ -257,12 +267,19 @@ def test_ping_runs_are_byte_identical(ping_runs):
 
 
 def test_virtio_net_is_repeatable_with_its_work_in_virtual_time(linux, tmp_path):
-    """virtio-net-pci with ioeventfd=off,tx=timer: the same ping, twice."""
-    guests = [PING_GUESTS[0], Guest(ASK_IP, f"ping:{ANSWER_IP}:2", "52:54:00:00:00:02")]
+    """virtio-net-pci with ioeventfd=off,tx=timer: the same ping, twice.
+    Both NICs keep QEMU's default MAC, the same in both: the guests set
+    their own (qemufmu.mac)."""
+    macs = ["02:00:00:00:00:01", "02:00:00:00:00:02"]
+    guests = [
+        Guest(ANSWER_IP + NET, "echo", None, f"qemufmu.mac={macs[0]}"),
+        Guest(ASK_IP + NET, f"ping:{ANSWER_IP}:2", None, f"qemufmu.mac={macs[1]}")]
     first, second = (run_link(linux, tmp_path / name, guests, NICS["virtio"])
                      for name in ("first", "second"))
     assert "2 packets transmitted, 2 packets received" in first.consoles[1].decode()
     assert first.consoles == second.consoles and first.frames == second.frames
+    assert {(sender, frame[6:12].hex(":")) for _, sender, frame in first.frames} \
+        == set(enumerate(macs))
     # The transmit timer (150 us) delays each frame: still 2 x DELAY plus
     # the guests' time, under a step.
     assert all(2 * DELAY < rtt < 2 * DELAY + STEP
@@ -271,8 +288,9 @@ def test_virtio_net_is_repeatable_with_its_work_in_virtual_time(linux, tmp_path)
 
 # -- bulk TCP ---------------------------------------------------------------
 
-TCP_GUESTS = [Guest(ANSWER_IP, "tcp-recv", "52:54:00:00:00:01"),
-              Guest(ASK_IP, f"tcp-send:{ANSWER_IP}:{TCP_BYTES}", "52:54:00:00:00:02")]
+TCP_GUESTS = [
+    Guest(ANSWER_IP + NET, "tcp-recv", "52:54:00:00:00:01"),
+    Guest(ASK_IP + NET, f"tcp-send:{ANSWER_IP}:{TCP_BYTES}", "52:54:00:00:00:02")]
 TRANSFER = re.compile(
     r"(tcp-send|tcp-recv): (\d+) bytes in (\d+)\.(\d{9}) s, (\d+) kbit/s")
 
@@ -308,3 +326,17 @@ def test_bulk_tcp_transfer_in_virtual_time(tcp_run):
     print(f"TCP {TCP_BYTES} bytes, one-way delay {DELAY / 1e6:g} ms: receiver "
           f"{recv_ns} ns ({TCP_BYTES * 8e3 / recv_ns:.1f} Mbit/s), sender "
           f"{send_ns} ns, {len(tcp_run.frames)} frames, {tcp_run.wall:.1f} s wall")
+
+
+# -- bad command lines --------------------------------------------------------
+
+def test_bad_network_arguments_power_the_guest_off_with_a_message(linux, tmp_path):
+    """Each guest says what is wrong on one console line and powers off."""
+    guests = [Guest("10.0.0.300" + NET, "idle", None),
+              Guest(ASK_IP + NET, "idle", None, "qemufmu.colour=blue")]
+    run = run_link(linux, tmp_path, guests, until={0, 1})
+    assert run.frames == []
+    assert lines(run.consoles[0])[-1] == "init: bad qemufmu.ip=10.0.0.300/24"
+    assert lines(run.consoles[1])[-1] == \
+        "init: unknown kernel argument qemufmu.colour=blue"
+    assert all(run.ends)
