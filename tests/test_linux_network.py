@@ -74,8 +74,8 @@ def linux_argv(linux: Path, console: Path, guest: Guest, nic: str) -> list[str]:
     (``nic``: a -device with its options) on qqq netdev eth0."""
     argv = x86_argv(linux / "vmlinux", console, extra=(
         "-initrd", str(linux / "initrd.cpio"),
-        "-append", f"{CMDLINE} qemufmu.ip={guest.ip} qemufmu.role={guest.role} "
-                   + guest.extra,
+        "-append", " ".join(filter(None, (CMDLINE, f"qemufmu.ip={guest.ip}",
+                                          f"qemufmu.role={guest.role}", guest.extra))),
         "-netdev", "qqq,id=eth0",
         "-device", f"{nic},netdev=eth0,romfile="
                    + (f",mac={guest.mac}" if guest.mac else "")))
