@@ -181,9 +181,13 @@ def lines(console: bytes) -> list[str]:
 
 # -- ping -------------------------------------------------------------------
 
+UDP_TEXT = r"hello:\nworld"  # on the command line; \n is a newline
+UDP_COUNT = 2
+# Two roles in a row: pings, then datagrams to the UDP echo server.
 PING_GUESTS = [
     Guest(ANSWER_IP + NET, "echo", "52:54:00:00:00:01"),
-    Guest(ASK_IP + NET, f"ping:{ANSWER_IP}:{PINGS}", "52:54:00:00:00:02")]
+    Guest(ASK_IP + NET, f"ping:{ANSWER_IP}:{PINGS},udp:{ANSWER_IP}:7:{UDP_COUNT}:50:"
+          + UDP_TEXT, "52:54:00:00:00:02")]
 
 
 @pytest.fixture(scope="module")
@@ -211,11 +215,11 @@ def test_ping_over_the_link(ping_runs):
     answer, ask = (lines(c) for c in ping_runs[0].consoles)
     up = re.compile(r"init: eth0 10\.0\.0\.\d/24 52:54:00:00:00:0\d up at [\d.]+ s")
     assert any(up.fullmatch(line) for line in answer), answer
-    assert "init: echo server on port 7" in answer
+    assert "init: echo servers on TCP and UDP port 7" in answer
     assert any(up.fullmatch(line) for line in ask), ask
     assert f"{PINGS} packets transmitted, {PINGS} packets received, 0% packet loss" \
         in ask, ask
-    assert ask[-1].startswith("init: ping done at ")
+    assert ask[-1].startswith(f"init: {PING_GUESTS[1].role} done at ")
     assert ping_runs[0].ends[0] is None and ping_runs[0].ends[1] is not None
 
 
@@ -253,6 +257,35 @@ def test_ping_round_trip_is_twice_the_delay_plus_the_guests_time(ping_runs):
             assert 0 <= own < STEP // 10, (seq, rtt, wire)
         print(f"seq={seq}: ping {rtt} ns = wire {wire} ns "
               f"(2 x {DELAY} + turnaround {turnaround}) + pinger {own}")
+
+
+def udp_times(console: bytes) -> dict[int, int]:
+    """qnet udp's round trips, ns by datagram, for replies that echo
+    UDP_TEXT."""
+    size = len(UDP_TEXT.replace("\\n", "\n"))
+    # The console shows the reply's newline as \n again: UDP_TEXT.
+    return {int(n): int(ms) * MS + int(ns) for n, ms, ns in re.findall(
+        rf"udp: {size} bytes from {ANSWER_IP}:7, datagram (\d+), "
+        rf"time=(\d+)\.(\d{{6}}) ms: {re.escape(UDP_TEXT)}\r?\n", console.decode())}
+
+
+def test_udp_round_trip_is_twice_the_delay_plus_the_guests_time(ping_runs):
+    """The same account for datagrams to the UDP echo server, timed by qnet
+    in the sending guest's clock to the nanosecond."""
+    run = ping_runs[0]
+    sent = [(t, sender) for t, sender, frame in run.frames
+            if (ip := ipv4(frame)) and ip[0] == 17]
+    assert [sender for _, sender in sent] == [1, 0] * UDP_COUNT
+    rtts = udp_times(run.consoles[1])
+    assert sorted(rtts) == list(range(UDP_COUNT)), lines(run.consoles[1])
+    for n, rtt in rtts.items():
+        (t_req, _), (t_rep, _) = sent[2 * n], sent[2 * n + 1]
+        turnaround = t_rep - (t_req + DELAY)
+        assert 0 < turnaround < STEP // 10, (n, turnaround)
+        own = rtt - (t_rep + DELAY - t_req)
+        assert 0 <= own < STEP // 10, (n, rtt)
+        print(f"udp {n}: {rtt} ns = 2 x {DELAY} + turnaround {turnaround} "
+              f"+ sender {own}")
 
 
 def test_ping_runs_are_byte_identical(ping_runs):

@@ -12,6 +12,11 @@
  *                                count, print what was sent and when
  *   qnet recv PORT               accept one connection, read to its end,
  *                                answer with the count, print it
+ *   qnet udp IP PORT COUNT PERIOD_MS [TEXT]
+ *                                send COUNT datagrams, one every PERIOD_MS,
+ *                                TEXT ("\n" a newline; default "seq=<n>"),
+ *                                print each reply and its round trip
+ *   qnet udp-echo PORT           send every datagram back, forever
  *
  * Under icount the guest's CLOCK_MONOTONIC is simulation time, so the
  * printed durations and rates are in virtual time and the same every run.
@@ -243,6 +248,119 @@ static int do_link(const char *ifname, const char *seconds_s)
 	}
 }
 
+static void sleep_until(int64_t t)
+{
+	struct timespec ts = {.tv_sec = t / 1000000000, .tv_nsec = t % 1000000000};
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+/* The console shows a datagram on one line: newlines as \n, other
+ * unprintable bytes as \xHH. */
+static void print_escaped(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+
+		if (c == '\n')
+			fputs("\\n", stdout);
+		else if (c == '\\')
+			fputs("\\\\", stdout);
+		else if (c < 0x20 || c > 0x7e)
+			printf("\\x%02x", c);
+		else
+			putchar(c);
+	}
+}
+
+static int do_udp(const char *ip, const char *port_s, const char *count_s,
+		  const char *period_s, const char *text)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	unsigned long long count = number(count_s, "count");
+	int64_t period = (int64_t)number(period_s, "period") * 1000000;
+	static char out[1500], in[65536];
+	size_t len = 0;
+	int fd;
+
+	sa.sin_port = htons((uint16_t)number(port_s, "port"));
+	if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1) {
+		fprintf(stderr, "qnet: bad address '%s'\n", ip);
+		return 2;
+	}
+	/* The kernel command line has no newlines: TEXT spells them \n. */
+	for (const char *p = text; p && *p && len < sizeof out; p++) {
+		if (p[0] == '\\' && p[1] == 'n') {
+			out[len++] = '\n';
+			p++;
+		} else {
+			out[len++] = *p;
+		}
+	}
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa))
+		die("udp socket");
+	for (unsigned long long seq = 0; seq < count; seq++) {
+		int64_t t0 = now_ns(), rtt;
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		ssize_t n;
+
+		if (!text)
+			len = (size_t)snprintf(out, sizeof out, "seq=%llu\n", seq);
+		if (send(fd, out, len, 0) < 0)
+			die("udp send");
+		/* A reply counts if it comes within the period. */
+		for (;;) {
+			int64_t left = t0 + period - now_ns();
+
+			if (left <= 0 || poll(&p, 1, (int)((left + 999999) / 1000000)) <= 0) {
+				printf("udp: no reply from %s:%s to datagram %llu\n",
+				       ip, port_s, seq);
+				break;
+			}
+			n = recv(fd, in, sizeof in, 0);
+			if (n < 0 && errno == ECONNREFUSED) {  /* ICMP port unreachable */
+				printf("udp: %s:%s refused datagram %llu\n", ip, port_s, seq);
+				break;
+			}
+			if (n < 0)
+				die("udp recv");
+			rtt = now_ns() - t0;
+			printf("udp: %zd bytes from %s:%s, datagram %llu, time=%lld.%06lld ms: ",
+			       n, ip, port_s, seq, (long long)(rtt / 1000000),
+			       (long long)(rtt % 1000000));
+			print_escaped(in, (size_t)n);
+			putchar('\n');
+			break;
+		}
+		fflush(stdout);
+		sleep_until(t0 + period);
+	}
+	return 0;
+}
+
+static _Noreturn void do_udp_echo(const char *port_s)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_ANY)};
+	struct sockaddr_in from;
+	socklen_t fromlen;
+	ssize_t n;
+	int fd;
+
+	sa.sin_port = htons((uint16_t)number(port_s, "port"));
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa))
+		die("udp-echo");
+	for (;;) {
+		fromlen = sizeof from;
+		n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fromlen);
+		if (n >= 0)
+			sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&from, fromlen);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 2 && !strcmp(argv[1], "uptime")) {
@@ -258,6 +376,11 @@ int main(int argc, char **argv)
 		return do_send(argv[2], argv[3], argv[4]);
 	if (argc == 3 && !strcmp(argv[1], "recv"))
 		return do_recv(argv[2]);
-	fprintf(stderr, "usage: qnet uptime | link IFACE SECONDS | send IP PORT BYTES | recv PORT\n");
+	if ((argc == 6 || argc == 7) && !strcmp(argv[1], "udp"))
+		return do_udp(argv[2], argv[3], argv[4], argv[5], argc == 7 ? argv[6] : NULL);
+	if (argc == 3 && !strcmp(argv[1], "udp-echo"))
+		do_udp_echo(argv[2]);
+	fprintf(stderr, "usage: qnet uptime | link IFACE SECONDS | send IP PORT BYTES | "
+		"recv PORT | udp IP PORT COUNT PERIOD_MS [TEXT] | udp-echo PORT\n");
 	return 2;
 }
