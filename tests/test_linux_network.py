@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_firmware_net import paced_argv, pi_replies
 
 from conftest import built, x86_argv
 from fmi_helpers import qemu_children
@@ -86,30 +87,38 @@ def linux_argv(linux: Path, console: Path, guest: Guest, nic: str) -> list[str]:
 
 def run_link(linux: Path, tmp: Path, guests: list[Guest], nic: str = NICS["e1000"],
              delay: int = DELAY, until: set[int] | None = None) -> Run:
-    """Boot the guests on a two-port link of one-way ``delay``; step them
-    in lock step until the guests ``until`` (default: those whose role
+    """Boot the Linux guests on a two-port link of one-way ``delay``; step
+    them in lock step until the guests ``until`` (default: those whose role
     ends) have powered off."""
     if until is None:
         until = {i for i, g in enumerate(guests) if g.role.startswith(("ping", "tcp-"))}
-    must_end = [i in until for i in range(len(guests))]
     tmp.mkdir(parents=True, exist_ok=True)
     consoles = [tmp / f"console{i}.txt" for i in range(len(guests))]
+    return run_machines([linux_argv(linux, c, g, nic)
+                         for g, c in zip(guests, consoles, strict=True)],
+                        consoles, until, delay)
+
+
+def run_machines(argvs: list[list[str]], consoles: list[Path], until: set[int],
+                 delay: int = DELAY) -> Run:
+    """Two QEMUs (``argvs``, each with one qqq netdev, consoles into
+    ``consoles``) on a link of one-way ``delay``, in lock step until the
+    machines ``until`` have powered off."""
     qemus: list[QemuProcess] = []
     wall = time.monotonic()
     try:
-        for guest, console in zip(guests, consoles, strict=True):
-            qemus.append(QemuProcess(linux_argv(linux, console, guest, nic), version=3))
+        for argv in argvs:
+            qemus.append(QemuProcess(argv, version=3))
         nets = []
         for qemu in qemus:
             qemu.channel.hello(timeout=T)
             nets.append(qemu.channel.kinds.index("net"))
         # Frames on their way to each guest: (delivery time, frame), in order.
-        pending: list[list[tuple[int, bytes]]] = [[] for _ in guests]
+        pending: list[list[tuple[int, bytes]]] = [[] for _ in argvs]
         frames: list[tuple[int, int, bytes]] = []
-        ends: list[int | None] = [None for _ in guests]
+        ends: list[int | None] = [None for _ in argvs]
         now = 0
-        while any(must and end is None
-                  for must, end in zip(must_end, ends, strict=True)):
+        while any(ends[i] is None for i in until):
             if now >= LIMIT:
                 tails = [c.read_bytes()[-600:].decode(errors="replace")
                          for c in consoles]
@@ -373,3 +382,39 @@ def test_bad_network_arguments_power_the_guest_off_with_a_message(linux, tmp_pat
     assert lines(run.consoles[1])[-1] == \
         "init: unknown kernel argument qemufmu.colour=blue"
     assert all(run.ends)
+
+
+# -- with the Cortex-M UDP node ------------------------------------------------
+
+def test_linux_and_the_cortex_m_node_talk_udp(linux, guests, tmp_path):
+    """The Linux guest (e1000) and firmware/arm/udp_node.c (mps2-an385's
+    LAN9118) on one link: ping, UDP echo and the PI law as a service, whose
+    replies are the law's, the same in two runs."""
+    request = r"setpoint=5\nspeed=1\n"
+    role = (f"ping:{ASK_IP}:2,udp:{ASK_IP}:7:1:20:hi,"
+            f"udp:{ASK_IP}:5000:3:10:{request}")
+    linux_guest = Guest(ANSWER_IP + NET, role, "52:54:00:00:00:01")
+
+    def run(tmp: Path) -> Run:
+        tmp.mkdir()
+        consoles = [tmp / "node.txt", tmp / "linux.txt"]
+        return run_machines(
+            [paced_argv(guests, "arm-udp_node.elf", consoles[0],
+                        bytes.fromhex("020000000002")),
+             linux_argv(linux, consoles[1], linux_guest, NICS["e1000"])],
+            consoles, until={1})
+
+    first, second = run(tmp_path / "first"), run(tmp_path / "second")
+    assert first.consoles == second.consoles and first.frames == second.frames
+    said = lines(first.consoles[1])
+    assert "2 packets transmitted, 2 packets received, 0% packet loss" in said
+    assert [line.split(" ms: ", 1)[1] for line in said
+            if line.startswith(f"udp: 2 bytes from {ASK_IP}:7,")] == ["hi"]
+    voltages = [line.split(" ms: ", 1)[1] for line in said
+                if line.startswith("udp: ") and f"{ASK_IP}:5000" in line]
+    assert voltages == [v.replace("\n", "\\n")
+                        for v in pi_replies([(5.0, 1.0)] * 3)], said
+    node = first.consoles[0].decode()
+    assert len(re.findall(r"^t=\d+ pi 10\.0\.0\.1:\d+ voltage=", node, re.M)) == 3
+    print("Linux -> Cortex-M:", *(line for line in said if line.startswith(
+        ("64 bytes", "udp:"))), sep="\n  ")
