@@ -72,3 +72,25 @@ def test_a_failing_step_ends_the_case_with_the_fmus_words(fmus, tmp_path,
                  starts=(("ecu1.icount_shift", 99),))
     assert result.status == cosim.STATUS_FAILED
     assert "icount_shift" in result.message
+
+
+def test_end_on_discard_ends_the_case_as_a_success(fmus, tmp_path, guests):
+    """A guest that powers off when its job is done ends the run, its
+    last output recorded; without end_on_discard that is a failure."""
+    system, path = ecus(tmp_path, 2)
+    starts = (("ecu1.guest_image", str(guests / "x86-poweroff.elf")),
+              ("ecu1.qemu_system", "x86_64"), ("ecu1.machine", "pc"))
+    results = {}
+    for end in (False, True):
+        settings = cosim.Settings(1.0, 1e-3, ("ecu1.console", "ecu0.qemu_time"),
+                                  end_on_discard=end)
+        results[end] = cosim.run_case(system, path, cosim.digest_of(path),
+                                      Case("off", starts), settings)
+    assert results[False].status == cosim.STATUS_FAILED
+    ended = results[True]
+    assert ended.status == cosim.STATUS_OK
+    assert "ecu1: " in ended.message and "powered off" in ended.message
+    # The rows of the failed run, and the discarded step's end.
+    assert ended.time[:-1] == results[False].time
+    assert ended.time[-1] < 1.0
+    assert "".join(ended.values["ecu1.console"]) != ""

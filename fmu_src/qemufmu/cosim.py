@@ -74,6 +74,10 @@ class Settings:
     step: float
     record: tuple[str, ...]        # result columns, e.g. "plant.speed"
     parallel: bool = True          # step QEMU-based FMUs concurrently
+    # A step an FMU discards (our FMU: its guest powered off or panicked)
+    # ends the case as a success, with that step's outputs recorded: for
+    # systems whose guests power off when their job is done.
+    end_on_discard: bool = False
 
     @property
     def steps(self) -> int:
@@ -155,6 +159,13 @@ def _unpacked(system_file: Path, digest: str, component: Component,
                     os.chmod(out / info.filename, mode & 0o7777)
         return out
     return _install(cache_dir() / f"{digest}-{component.name}", extract)
+
+
+class _Ended(Exception):
+    """An FMU discarded a step: its simulation is over."""
+
+
+FMI2_DISCARD = 2
 
 
 class _Instance:
@@ -282,8 +293,14 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
 
     def step_all(t: float) -> None:
         def step(inst: _Instance) -> None:
-            inst.call("doStep", currentCommunicationPoint=t,
-                      communicationStepSize=h)
+            from fmpy.fmi1 import FMICallException
+            try:
+                inst.call("doStep", currentCommunicationPoint=t,
+                          communicationStepSize=h)
+            except FMICallException as e:
+                if settings.end_on_discard and e.status == FMI2_DISCARD:
+                    raise _Ended(inst.component.name) from e
+                raise
         threaded = [i for i in instances.values() if i.out_of_process]
         if pool is None or len(threaded) < 2:
             threaded = []
@@ -323,7 +340,12 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
         propagate()
         sample(start)
         for k in range(settings.steps):
-            step_all(start + k * h)
+            try:
+                step_all(start + k * h)
+            except _Ended as ended:
+                sample(start + (k + 1) * h)
+                result.message = _cause([instances[str(ended)]], ended, system)
+                break
             propagate()
             sample(start + (k + 1) * h)
     except Exception as e:
