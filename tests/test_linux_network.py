@@ -100,10 +100,10 @@ def run_link(linux: Path, tmp: Path, guests: list[Guest], nic: str = NICS["e1000
 
 
 def run_machines(argvs: list[list[str]], consoles: list[Path], until: set[int],
-                 delay: int = DELAY) -> Run:
+                 delay: int = DELAY, stop: int | None = None) -> Run:
     """Two QEMUs (``argvs``, each with one qqq netdev, consoles into
     ``consoles``) on a link of one-way ``delay``, in lock step until the
-    machines ``until`` have powered off."""
+    machines ``until`` have powered off, or to virtual time ``stop``."""
     qemus: list[QemuProcess] = []
     wall = time.monotonic()
     try:
@@ -118,7 +118,7 @@ def run_machines(argvs: list[list[str]], consoles: list[Path], until: set[int],
         frames: list[tuple[int, int, bytes]] = []
         ends: list[int | None] = [None for _ in argvs]
         now = 0
-        while any(ends[i] is None for i in until):
+        while any(ends[i] is None for i in until) or (stop and now < stop):
             if now >= LIMIT:
                 tails = [c.read_bytes()[-600:].decode(errors="replace")
                          for c in consoles]
@@ -419,3 +419,49 @@ def test_linux_and_the_cortex_m_node_talk_udp(linux, guests, tmp_path):
     assert len(re.findall(r"^t=\d+ pi 10\.0\.0\.1:\d+ voltage=", node, re.M)) == 3
     print("Linux -> Cortex-M:", *(line for line in said if line.startswith(
         ("64 bytes", "udp:"))), sep="\n  ")
+
+
+def test_linux_echoes_the_cortex_m_clients_datagrams(linux, guests, tmp_path):
+    """arm-udp_client.elf (10.0.0.3) sends to 10.0.0.1:7 every 10 ms of its
+    clock; the Linux guest's udp-echo answers each one it receives once its
+    network is up: one reply per request, same bytes, sent a few us after
+    the request reached it, and one console line per datagram; twice, the
+    same."""
+    guest = Guest(ANSWER_IP + NET, "udp-echo", "52:54:00:00:00:01")
+
+    def once(tmp: Path) -> Run:
+        tmp.mkdir()
+        consoles = [tmp / "linux.txt", tmp / "client.txt"]
+        return run_machines(
+            [linux_argv(linux, consoles[0], guest, NICS["e1000"]),
+             paced_argv(guests, "arm-udp_client.elf", consoles[1],
+                        bytes.fromhex("020000000003"))],
+            consoles, until=set(), stop=3300 * MS)
+
+    run, again = once(tmp_path / "first"), once(tmp_path / "second")
+    assert (run.consoles, run.frames) == (again.consoles, again.frames)
+    udp_sent = [(t, sender, ipv4(f)[1]) for t, sender, f in run.frames
+                if (ip := ipv4(f)) and ip[0] == 17]
+    requests = [(t, seg) for t, sender, seg in udp_sent if sender == 1]
+    replies = [(t, seg) for t, sender, seg in udp_sent if sender == 0]
+    assert len(replies) >= 10, lines(run.consoles[0])
+    # The replies answer the last len(replies) requests, in order (the
+    # client sends while Linux still boots; those go unanswered).
+    turnarounds = []
+    for (t_req, req), (t_rep, rep) in zip(requests[-len(replies):], replies,
+                                          strict=True):
+        assert rep[8:] == req[8:] and rep[:2] == req[2:4] and rep[2:4] == req[:2]
+        turnarounds.append(t_rep - (t_req + DELAY))
+    # The first answer is slower (a cold path through the guest), still
+    # well inside the step; then tens of us.
+    assert 0 < turnarounds[0] < STEP, turnarounds
+    assert all(0 < t < STEP // 10 for t in turnarounds[1:]), turnarounds
+    echoed = [line for line in lines(run.consoles[0]) if line.startswith("udp-echo:")]
+    assert len(echoed) == len(replies)
+    assert re.fullmatch(r"udp-echo: \d+ bytes from 10\.0\.0\.3:5001 at [\d.]+ s: "
+                        r"seq=\d+ t=\d+\\n", echoed[-1]), echoed[-1]
+    client = run.consoles[1].decode()
+    assert len(re.findall(r"^t=\d+ reply 10\.0\.0\.1:7 ", client, re.M)) \
+        >= len(replies) - 1  # the last reply may still be on its way
+    print(f"Cortex-M client -> Linux udp-echo: {len(requests)} requests, "
+          f"{len(replies)} replies, turnarounds (ns) {turnarounds}; {echoed[0]}")

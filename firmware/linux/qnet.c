@@ -16,7 +16,8 @@
  *                                send COUNT datagrams, one every PERIOD_MS,
  *                                TEXT ("\n" a newline; default "seq=<n>"),
  *                                print each reply and its round trip
- *   qnet udp-echo PORT           send every datagram back, forever
+ *   qnet udp-echo PORT           send every datagram back, forever,
+ *                                printing each with its time
  *
  * Under icount the guest's CLOCK_MONOTONIC is simulation time, so the
  * printed durations and rates are in virtual time and the same every run.
@@ -354,10 +355,23 @@ static _Noreturn void do_udp_echo(const char *port_s)
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa))
 		die("udp-echo");
 	for (;;) {
+		char peer[INET_ADDRSTRLEN];
+		int64_t t;
+
 		fromlen = sizeof from;
 		n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fromlen);
-		if (n >= 0)
-			sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&from, fromlen);
+		if (n < 0)
+			continue;
+		t = now_ns();
+		sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&from, fromlen);
+		/* Answer first, print after: the console costs time. */
+		inet_ntop(AF_INET, &from.sin_addr, peer, sizeof peer);
+		printf("udp-echo: %zd bytes from %s:%u at %lld.%09lld s: ", n, peer,
+		       ntohs(from.sin_port), (long long)(t / 1000000000),
+		       (long long)(t % 1000000000));
+		print_escaped(buf, (size_t)n);
+		putchar('\n');
+		fflush(stdout);
 	}
 }
 
