@@ -142,11 +142,13 @@ def validate(cfg: QemuConfig) -> None:
 
 
 def qemu_argv(cfg: QemuConfig, binary: Path, image: Path,
-              io_args: list[str], initrd: Path | None = None) -> list[str]:
+              io_args: list[str], initrd: Path | None = None,
+              nics: bool = False) -> list[str]:
     """The QEMU command line, without the -qqq option QemuProcess adds.
 
     ``io_args`` create the guest I/O channels' qqq devices (the slave's
-    channels give them, in the order QEMU numbers the channels).
+    channels give them, in the order QEMU numbers the channels); ``nics``:
+    they include network ports, so QEMU must not be told ``-nic none``.
     """
     if cfg.accelerator == "kvm":
         timing = ["-accel", "kvm"]
@@ -160,6 +162,6 @@ def qemu_argv(cfg: QemuConfig, binary: Path, image: Path,
     return [
         str(binary), "-M", cfg.machine, "-nodefaults", "-display", "none",
         *io_args, *boot, *timing, "-rtc", rtc_option(cfg.rtc_base),
-        "-nic", "user" if cfg.host_network else "none",
+        *(["-nic", "user"] if cfg.host_network else [] if nics else ["-nic", "none"]),
         *shlex.split(cfg.extra_args),
     ]

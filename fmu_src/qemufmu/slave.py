@@ -1,6 +1,6 @@
 """The FMI 2.0 co-simulation slave behind qemu.fmu and every signal FMU.
 
-Each fmi2DoStep becomes one qqq (version 2) time advance; initialization
+Each fmi2DoStep becomes one qqq (version 3) time advance; initialization
 starts QEMU, termination closes its socket.  Guest I/O travels on qqq data
 channels; each kind of I/O (the console, the signals of docs/signals.md,
 ...) is a channel of qemufmu/channels, which owns its variables, its QEMU
@@ -203,8 +203,9 @@ class QemuSlave(Fmi2Slave):
                 wires.setdefault(wire, []).append(channel)
         io_args = [arg for riders in wires.values()
                    for arg in riders[0].qemu_args(launch)]
-        qemu = QemuProcess(qemu_argv(cfg, binary, image, io_args, initrd),
-                           version=2)
+        kinds = [riders[0].kind for riders in wires.values()]
+        qemu = QemuProcess(qemu_argv(cfg, binary, image, io_args, initrd,
+                                     nics="net" in kinds), version=3)
         # QEMU says HELLO only once the machine exists and -qqq accepted the
         # configuration: a refusal surfaces here, not in the first step.
         try:
@@ -216,10 +217,12 @@ class QemuSlave(Fmi2Slave):
         except BaseException:
             qemu.kill()
             raise
-        if names != list(wires):
+        if names != list(wires) or qemu.channel.kinds != kinds:
+            offered = list(zip(names, qemu.channel.kinds, strict=True))
             qemu.kill()
-            raise SyncError(f"QEMU offers channels {names}, expected "
-                            f"{list(wires)}; do extra_args add -chardev qqq?")
+            raise SyncError(f"QEMU offers channels {offered}, expected "
+                            f"{list(zip(wires, kinds, strict=True))}; do "
+                            "extra_args add -chardev qqq or -netdev qqq?")
         return qemu, list(wires.items())
 
     def _start(self) -> None:
@@ -297,7 +300,7 @@ class QemuSlave(Fmi2Slave):
         self._clock.record(reply.elapsed_ns)
         self.sync_steps += advance > 0
         self._outputs(reply.outputs, step)
-        self.next_event_time = self._next_event(reply.lookahead_ns)
+        self.next_event_time = self._next_event(reply.lookahead_ns, step)
         self.qemu_time = self._clock.qemu_time
         return True
 
@@ -317,12 +320,12 @@ class QemuSlave(Fmi2Slave):
             for channel in riders:
                 channel.receive(outputs.get(index, b""), step)
 
-    def _next_event(self, lookahead_ns: int | None) -> float:
+    def _next_event(self, lookahead_ns: int | None, step: Step) -> float:
         """Master time of the guest's next timer or of the next input a
-        channel holds for it; -1 if there is none."""
+        channel holds for it (a frame due later); -1 if there is none."""
         times = [] if lookahead_ns is None else [self._clock.qemu_ns + lookahead_ns]
         times += [t for _, riders in self._wires for channel in riders
-                  if (t := channel.next_event_ns()) is not None]
+                  if (t := channel.next_event_ns(step)) is not None]
         return self._clock.to_master(min(times)) if times else -1.0
 
     # -- variable access --------------------------------------------------

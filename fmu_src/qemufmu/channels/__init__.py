@@ -12,6 +12,7 @@ from ..signals import SignalSet
 from .base import Channel, Launch, Step, Var
 from .console import WIRE as CONSOLE_WIRE
 from .console import ConsoleChannel
+from .ethernet import EthernetPort, load_specs
 from .signals import SignalChannel
 
 __all__ = ["Channel", "Launch", "Step", "Var", "for_fmu", "fixed_names"]
@@ -26,6 +27,8 @@ def for_fmu(resources: Path) -> list[Channel]:
     found: list[Channel] = [ConsoleChannel(channel.claims if shared else None)]
     if channel is not None:
         found.append(channel)
+    found += [EthernetPort(spec, index)
+              for index, spec in enumerate(load_specs(resources))]
     return found
 
 

@@ -107,8 +107,9 @@ class Channel:
     def receive(self, data: bytes, step: Step) -> None:
         """The bytes the guest sent on the wire during ``step``."""
 
-    def next_event_ns(self) -> int | None:
-        """QEMU time (ns) of the next thing this channel will hand the guest."""
+    def next_event_ns(self, step: Step) -> int | None:
+        """QEMU time (ns) of the next thing this channel holds for the guest
+        after ``step``; None if it holds nothing."""
         return None
 
     def save(self) -> dict:
