@@ -4,6 +4,8 @@
 Without --config: dist/qemu.fmu, with the embedded default firmware.
 With --config my_ecu.toml: a virtual-ECU FMU whose named inputs and outputs
 travel to and from the firmware as `name=value` lines (docs/signals.md).
+With --network [--ports N]: dist/Network.fmu, the network FMU that connects
+Ethernet ports (docs/network.md); it needs no QEMU.
 
 Needs `make qemu firmware` first (the Makefile's `fmu` target does both).
 
@@ -17,6 +19,7 @@ needs only glibc and a libpython from the host.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -254,6 +257,45 @@ def build(out: Path | None, config_path: Path | None) -> Path:
     return out
 
 
+def stage_dpkt(tmp: Path) -> Path:
+    """dpkt (the capture's pcapng writer) and its licence, for resources/:
+    C hosts run the FMU's Python isolated, without site-packages."""
+    import importlib.metadata
+
+    import dpkt
+
+    dest = tmp / "dpkt"
+    shutil.copytree(Path(dpkt.__file__).parent, dest,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    licence = importlib.metadata.distribution("dpkt").read_text("LICENSE")
+    if licence:
+        (dest / "LICENSE").write_text(licence)
+    return dest
+
+
+def build_network(out: Path | None, ports: int = 2) -> Path:
+    """Build the network FMU with ``ports`` ports; return where it was written."""
+    from pythonfmu.builder import FmuBuilder
+
+    if ports < 2:
+        raise BuildError(f"--ports {ports}: a network needs 2 or more ports")
+    out = out or REPO / "dist" / "Network.fmu"
+    with tempfile.TemporaryDirectory(prefix="qemu-fmu-build-") as tmpd:
+        stage = Path(tmpd) / "stage"
+        stage.mkdir()
+        (stage / "network.json").write_text(json.dumps({"ports": ports}) + "\n")
+        project = [REPO / "fmu_src" / "qemufmu", stage_dpkt(stage),
+                   stage / "network.json"]
+        raw = FmuBuilder.build_FMU(
+            REPO / "fmu_src" / "network_slave.py", dest=Path(tmpd) / "raw.fmu",
+            project_files=project,
+            canHandleVariableCommunicationStepSize=True,
+            canBeInstantiatedOnlyOncePerProcess=False, needsExecutionTool=False,
+            canGetAndSetFMUstate=True, canSerializeFMUstate=True)
+        repack(raw, out, {"delay": "s", "bit_rate": "bit/s"})
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -263,9 +305,18 @@ def main() -> int:
                              "or dist/MODEL_NAME.fmu with --config)")
     parser.add_argument("--config", type=Path,
                         help="TOML file declaring the FMU's signals and guest")
+    parser.add_argument("--network", action="store_true",
+                        help="build the network FMU (dist/Network.fmu) instead")
+    parser.add_argument("--ports", type=int, default=2,
+                        help="the network FMU's ports (default 2)")
     args = parser.parse_args()
+    if args.network and args.config:
+        parser.error("--network and --config build different FMUs; give one")
     try:
-        out = build(args.output, args.config)
+        if args.network:
+            out = build_network(args.output, args.ports)
+        else:
+            out = build(args.output, args.config)
     except (BuildError, NativeBuildError) as e:
         print(f"build_fmu.py: {e}", file=sys.stderr)
         return 1

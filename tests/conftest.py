@@ -99,9 +99,11 @@ def stale_qemu() -> str | None:
 
 def _stale_python(fmu: zipfile.ZipFile, name: str) -> list[str]:
     """Differences between the FMU's slave library and fmu_src/qemufmu."""
-    root = REPO / "fmu_src" / "qemufmu"
-    src = {p.relative_to(root).as_posix(): p.read_bytes()
-           for p in root.rglob("*.py")}
+    # Relative paths: qemufmu has subpackages (network/) whose file names
+    # repeat the top level's (__init__.py).
+    base = REPO / "fmu_src" / "qemufmu"
+    src = {p.relative_to(base).as_posix(): p.read_bytes()
+           for p in base.rglob("*.py") if "__pycache__" not in p.parts}
     shipped = {n.removeprefix("resources/qemufmu/"): fmu.read(n)
                for n in fmu.namelist()
                if n.startswith("resources/qemufmu/") and n.endswith(".py")}
