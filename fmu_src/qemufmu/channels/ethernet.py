@@ -16,6 +16,7 @@ it over at the start, and ``P_late`` counts it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ NICS = {
     "e1000": "-device e1000,netdev={id},mac={mac},romfile=",
     "virtio-net-pci": "-device virtio-net-pci,netdev={id},mac={mac},romfile=",
 }
+#: a port's name: it prefixes its variables and names its netdev
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: where a --config FMU's ports are listed among its resources
 RESOURCE = "ethernet.json"
 #: qemu.fmu's ports (an FMU without ethernet.json)
@@ -93,13 +96,37 @@ def port_variables(name: str, nic: str = "", mac: str = "") -> list[Var]:
     ]
 
 
-def check_spec(spec: PortSpec, where: str) -> None:
-    """ValueError unless ``spec``'s NIC and MAC address are usable."""
-    if spec.nic and spec.nic not in NICS:
-        raise ValueError(f"{where}: nic {spec.nic!r} is not one of "
-                         f"{', '.join(NICS)}")
-    if spec.mac:
-        parse_mac(spec.mac)
+def ports_from_config(config: dict, taken: set[str]) -> list[PortSpec]:
+    """The [[ethernet]] tables of a --config TOML; ValueError says what is
+    wrong.  ``taken``: names the FMU's variables and wires already use."""
+    specs: list[PortSpec] = []
+    used = set(taken)
+    for i, entry in enumerate(config.get("ethernet", [])):
+        where = f"[[ethernet]] #{i + 1}"
+        unknown = set(entry) - {"name", "nic", "mac"}
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+        spec = PortSpec(entry.get("name", ""), entry.get("nic", ""),
+                        entry.get("mac", ""))
+        if not all(isinstance(v, str) for v in asdict(spec).values()):
+            raise ValueError(f"{where}: name, nic and mac are strings")
+        if not NAME.fullmatch(spec.name):
+            raise ValueError(f"{where}: name {spec.name!r} must match {NAME.pattern}")
+        names = {spec.name} | {v.name for v in port_variables(spec.name)}
+        if names & used:
+            raise ValueError(f"{where}: name {spec.name!r} is already used "
+                             f"({', '.join(sorted(names & used))})")
+        used |= names
+        if spec.nic and spec.nic not in NICS:
+            raise ValueError(f"{where}: nic {spec.nic!r} is not one of "
+                             f"{', '.join(NICS)}")
+        if spec.mac:
+            try:
+                parse_mac(spec.mac)
+            except ValueError as e:
+                raise ValueError(f"{where}: mac: {e}") from None
+        specs.append(spec)
+    return specs
 
 
 class EthernetPort(Channel):
