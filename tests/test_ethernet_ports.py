@@ -89,6 +89,33 @@ def parse(frame: bytes) -> dict:
 
 # -- driving an instance ------------------------------------------------------
 
+#: instances a test opened and has not closed: closed after it, so a failed
+#: test leaves no QEMU behind for the next one to count
+_open: list[Instance] = []
+
+
+def instance(fmu: Path, unzipped: Path, **params: object) -> Instance:
+    inst = Instance(fmu, unzipped, **params)
+    _open.append(inst)
+    return inst
+
+
+def close(inst: Instance) -> None:
+    _open.remove(inst)
+    inst.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_leftovers():
+    yield
+    while _open:
+        inst = _open.pop()
+        try:
+            inst.slave.terminate()
+        except Exception:   # a failed instance refuses; free it all the same
+            pass
+        inst.slave.freeInstance()
+
 @pytest.fixture(scope="module")
 def node(guests) -> Path:
     return built(guests / "arm-udp_node.elf", "make firmware")
@@ -138,10 +165,10 @@ def exchange(inst: Instance) -> tuple[list[tuple], dict[int, list[Frame]]]:
 
 
 def test_a_guest_answers_frames_at_their_times(fmu, unzipped, node):
-    inst = Instance(fmu, unzipped, guest_image=node, eth0_nic="lan9118")
+    inst = instance(fmu, unzipped, guest_image=node, eth0_nic="lan9118")
     inst.start()
     rows, inputs = exchange(inst)
-    inst.close()
+    close(inst)
     mac = default_mac("qemu", 0)
     assert f"mac {mac}" in "".join(r[2] for r in rows), "the NIC got another MAC"
     frames = sent(rows)
@@ -176,12 +203,12 @@ def test_a_guest_answers_frames_at_their_times(fmu, unzipped, node):
 def test_a_held_frame_is_the_next_event(fmu, unzipped, guests):
     """A guest with no timer pending: next_event_time is -1, unless the port
     holds a frame for it; then it is that frame's time."""
-    inst = Instance(fmu, unzipped, guest_image=guests / "arm-idle.elf",
+    inst = instance(fmu, unzipped, guest_image=guests / "arm-idle.elf",
                     eth0_nic="lan9118")
     inst.start()
     frame = arp(1, PEER_MAC, PEER_IP, b"\0" * 6, NODE_IP)
     rows = steps(inst, 0, 8, {2: [Frame(5 * MS + 500, frame)]})
-    inst.close()
+    close(inst)
     assert [r[3] for r in rows] == [-1.0, -1.0] + [pytest.approx(0.0050005,
                                                                 abs=1e-12)] * 3 \
         + [-1.0] * 3
@@ -191,11 +218,11 @@ def test_a_held_frame_is_the_next_event(fmu, unzipped, guests):
 def test_runs_repeat_byte_for_byte(fmu, unzipped, node):
     runs = []
     for _ in range(2):
-        inst = Instance(fmu, unzipped, name="same", guest_image=node,
+        inst = instance(fmu, unzipped, name="same", guest_image=node,
                         eth0_nic="lan9118")
         inst.start()
         runs.append(exchange(inst)[0])
-        inst.close()
+        close(inst)
     assert runs[0] == runs[1]
     assert sent(runs[0])
 
@@ -204,7 +231,7 @@ def test_the_client_talks_to_the_peer_both_ways(fmu, unzipped, client):
     """The client guest starts the conversation: it resolves 10.0.0.1 and
     sends its datagrams; the peer answers each in the next step, and the
     guest prints the replies it got."""
-    inst = Instance(fmu, unzipped, guest_image=client, eth0_nic="lan9118",
+    inst = instance(fmu, unzipped, guest_image=client, eth0_nic="lan9118",
                     eth0_mac="02:00:00:00:00:03")
     inst.start()
     rows, echoed = [], 0
@@ -222,7 +249,7 @@ def test_the_client_talks_to_the_peer_both_ways(fmu, unzipped, client):
                 echoed += 1
         at = k * MS + 123_000
         rows += steps(inst, k, 1, {k: [Frame(at, a) for a in answers]})
-    inst.close()
+    close(inst)
     console = "".join(r[2] for r in rows)
     assert "mac 02:00:00:00:00:03" in console
     replies = [line for line in console.splitlines() if " reply 10.0.0.1:7 " in line]
@@ -232,12 +259,12 @@ def test_the_client_talks_to_the_peer_both_ways(fmu, unzipped, client):
 
 
 def test_frames_held_in_the_port_are_part_of_the_fmu_state(fmu, unzipped, node):
-    inst = Instance(fmu, unzipped, guest_image=node, eth0_nic="lan9118")
+    inst = instance(fmu, unzipped, guest_image=node, eth0_nic="lan9118")
     inst.start()
     rows, inputs = exchange(inst)
-    inst.close()
+    close(inst)
 
-    inst = Instance(fmu, unzipped, name="qemu", guest_image=node, eth0_nic="lan9118")
+    inst = instance(fmu, unzipped, name="qemu", guest_image=node, eth0_nic="lan9118")
     inst.start()
     steps(inst, 0, 7, inputs)
     inst.set("eth0_in", encode(inputs[7]))
@@ -251,13 +278,13 @@ def test_frames_held_in_the_port_are_part_of_the_fmu_state(fmu, unzipped, node):
         inst.slave.setFMUstate(state)
         assert steps(inst, 8, 4) == rest
     inst.slave.freeFMUstate(state)
-    inst.close()
+    close(inst)
 
-    other = Instance(fmu, unzipped, name="qemu", guest_image=node, eth0_nic="lan9118")
+    other = instance(fmu, unzipped, name="qemu", guest_image=node, eth0_nic="lan9118")
     other.start()
     other.slave.setFMUstate(other.slave.deSerializeFMUstate(blob))
     assert steps(other, 8, 4) == rest
-    other.close()
+    close(other)
     assert qemu_children() == []
 
 
@@ -268,10 +295,10 @@ def test_port_times_are_simulation_time(fmu, unzipped, node):
     ask = arp(1, PEER_MAC, PEER_IP, b"\0" * 6, NODE_IP)
     got = []
     for start, base in ((0.0, 0), (t0, t0_ns)):
-        inst = Instance(fmu, unzipped, guest_image=node, eth0_nic="lan9118")
+        inst = instance(fmu, unzipped, guest_image=node, eth0_nic="lan9118")
         inst.start(start_time=start)
         rows = steps(inst, 0, 6, {5: [Frame(base + 5 * MS + 300_000, ask)]}, t0=start)
-        inst.close()
+        close(inst)
         reply, = sent(rows)
         assert rows[5][4 + COUNTERS.index("late")] == 0
         got.append((reply.time_ns - base, reply.data))
@@ -280,11 +307,11 @@ def test_port_times_are_simulation_time(fmu, unzipped, node):
 
 
 def test_late_frames_are_delivered_at_once_and_counted(fmu, unzipped, node):
-    inst = Instance(fmu, unzipped, guest_image=node, eth0_nic="lan9118")
+    inst = instance(fmu, unzipped, guest_image=node, eth0_nic="lan9118")
     inst.start()
     ask = arp(1, PEER_MAC, PEER_IP, b"\0" * 6, NODE_IP)
     rows = steps(inst, 0, 6, {5: [Frame(3 * MS, ask)]})     # due 2 ms ago
-    inst.close()
+    close(inst)
     reply, = sent(rows)
     assert rows[5][4 + COUNTERS.index("late")] == 1
     assert 5 * MS < reply.time_ns < 5 * MS + 100_000
@@ -292,7 +319,7 @@ def test_late_frames_are_delivered_at_once_and_counted(fmu, unzipped, node):
 
 
 def test_bad_input_is_refused_naming_the_port(fmu, unzipped, node):
-    inst = Instance(fmu, unzipped, guest_image=node, eth0_nic="lan9118")
+    inst = instance(fmu, unzipped, guest_image=node, eth0_nic="lan9118")
     inst.start()
     steps(inst, 0, 2)
     zeros = base64.b64encode(b"\0" * 60).decode()
@@ -318,7 +345,7 @@ def test_bad_input_is_refused_naming_the_port(fmu, unzipped, node):
     assert rows[-1][4 + COUNTERS.index("dropped")] == 1
     assert rows[-1][4 + COUNTERS.index("frames_in")] == 1
     assert [parse(f.data)["op"] for f in sent(rows)] == [2]
-    inst.close()
+    close(inst)
 
 
 @pytest.mark.parametrize("params,error", [
@@ -329,11 +356,12 @@ def test_bad_input_is_refused_naming_the_port(fmu, unzipped, node):
      "not a MAC address (aa:bb:cc:dd:ee:ff) (parameter eth1_mac)"),
 ])
 def test_bad_port_parameters_fail_initialization(fmu, unzipped, params, error):
-    inst = Instance(fmu, unzipped, **params)
+    inst = instance(fmu, unzipped, **params)
     with pytest.raises(FMICallException):
         inst.start()
     assert error in inst.log_text()
     assert qemu_children() == []
+    _open.remove(inst)
     inst.slave.freeInstance()
 
 
@@ -342,7 +370,7 @@ def _argv(pid: int) -> list[str]:
 
 
 def test_an_x86_pc_gets_pci_nics_and_no_nic_none(fmu, unzipped, guests):
-    inst = Instance(fmu, unzipped, machine="pc", qemu_system="x86_64",
+    inst = instance(fmu, unzipped, machine="pc", qemu_system="x86_64",
                     guest_image=guests / "x86-idle.elf", eth0_nic="e1000",
                     eth1_nic="virtio-net-pci", eth1_mac="02:00:00:00:01:01")
     inst.start()
@@ -351,7 +379,7 @@ def test_an_x86_pc_gets_pci_nics_and_no_nic_none(fmu, unzipped, guests):
     for k in range(5):
         inst.slave.doStep(k * STEP, STEP)
     assert inst.get("qemu_time") == pytest.approx(5 * STEP, abs=1e-9)
-    inst.close()
+    close(inst)
     assert "-nic" not in argv
     assert f"e1000,netdev=eth0,mac={default_mac('qemu', 0)},romfile=" in argv
     assert "virtio-net-pci,netdev=eth1,mac=02:00:00:00:01:01,romfile=" in argv
@@ -390,7 +418,7 @@ def test_config_ports_are_declared_and_work(lan_fmu):
     assert variables["lan_in"].causality == "input"
     assert variables["lan_out"].causality == "output"
     assert not any(name.startswith("eth0") for name in variables)
-    inst = Instance(path, unzipped)
+    inst = instance(path, unzipped)
     inst.start()
     ask = arp(1, PEER_MAC, PEER_IP, b"\0" * 6, NODE_IP)
     for k in range(4):
@@ -398,7 +426,7 @@ def test_config_ports_are_declared_and_work(lan_fmu):
             inst.set("lan_in", encode([Frame(3 * MS + 1000, ask)]))
         inst.slave.doStep(k * STEP, STEP)
     reply, = decode(inst.get("lan_out"))
-    inst.close()
+    close(inst)
     assert parse(reply.data)["sha"] == bytes.fromhex("020000000002")
     assert zipfile.ZipFile(path).read("resources/ethernet.json")
 
