@@ -382,8 +382,109 @@ def test_an_x86_pc_gets_pci_nics_and_no_nic_none(fmu, unzipped, guests):
     close(inst)
     assert "-nic" not in argv
     assert f"e1000,netdev=eth0,mac={default_mac('qemu', 0)},romfile=" in argv
-    assert "virtio-net-pci,netdev=eth1,mac=02:00:00:00:01:01,romfile=" in argv
+    assert ("virtio-net-pci,netdev=eth1,mac=02:00:00:00:01:01,ioeventfd=off,"
+            "tx=timer,romfile=") in argv
     assert argv.count("-netdev") == 2
+
+
+# -- two qemu.fmu instances on one cable -----------------------------------------
+
+CABLE_NS = 1_250_000    # more than a step: frames arrive on time, some held
+
+
+@pytest.fixture(scope="module")
+def client_of_node(tmp_path_factory) -> Path:
+    """The client firmware at 10.0.0.4, asking the node (10.0.0.2) every
+    5 ms (firmware/Makefile's UDP_CLIENT_FLAGS)."""
+    tmp = tmp_path_factory.mktemp("fw")
+    subprocess.run(["make", "-s", "-C", str(REPO / "firmware"), f"OUT={tmp}",
+                    f"{tmp}/arm-udp_client.elf",
+                    "UDP_CLIENT_FLAGS=-DNODE_IP='IP4(10,0,0,4)' -DPERIOD_MS=5 "
+                    "-DPEER_IP='IP4(10,0,0,2)'"],
+                   check=True, timeout=300, capture_output=True)
+    return tmp / "arm-udp_client.elf"
+
+
+class Cable:
+    """The master's part: each ECU's eth0_out, delayed by CABLE_NS, is the
+    other's eth0_in at the next step."""
+
+    def __init__(self, ecus: list[Instance]) -> None:
+        self.ecus = ecus
+        self.wire: list[list[Frame]] = [[], []]
+
+    def run(self, first: int, count: int) -> list[tuple]:
+        rows = []
+        for k in range(first, first + count):
+            for ecu, frames in zip(self.ecus, self.wire, strict=True):
+                ecu.set("eth0_in", encode(frames))
+            for ecu in self.ecus:
+                ecu.slave.doStep(k * STEP, STEP)
+            outs = [decode(ecu.get("eth0_out")) for ecu in self.ecus]
+            self.wire = [[Frame(f.time_ns + CABLE_NS, f.data) for f in out]
+                         for out in reversed(outs)]
+            rows.append(tuple((ecu.get("eth0_out"), ecu.get("console"),
+                               ecu.get("next_event_time"),
+                               *(ecu.get(f"eth0_{c}") for c in COUNTERS))
+                              for ecu in self.ecus))
+        return rows
+
+
+def two_ecus(fmu: Path, unzipped: Path, node: Path, client: Path) -> Cable:
+    ecus = [instance(fmu, unzipped, name="node", guest_image=node, eth0_nic="lan9118"),
+            instance(fmu, unzipped, name="client", guest_image=client,
+                     eth0_nic="lan9118")]
+    for ecu in ecus:
+        ecu.start()
+    return Cable(ecus)
+
+
+def test_two_instances_talk_through_their_ports(fmu, unzipped, node, client_of_node):
+    runs = []
+    for _ in range(2):
+        cable = two_ecus(fmu, unzipped, node, client_of_node)
+        runs.append(cable.run(0, 24))
+        for ecu in cable.ecus:
+            close(ecu)
+    assert runs[0] == runs[1], "the two runs differ"
+    rows = runs[0]
+    node_sent, client_sent = ([f for row in rows for f in decode(row[k][0])]
+                              for k in range(2))
+    # ARP, then a request every 5 ms: 5, 10, 15, 20 ms.
+    assert len(client_sent) == len(node_sent) == 5
+    for ask, answer in zip(client_sent, node_sent, strict=True):
+        arrival = ask.time_ns + CABLE_NS
+        assert arrival < answer.time_ns < arrival + 100_000
+        assert answer.data[:6] == ask.data[6:12]
+    client_console = "".join(row[1][1] for row in rows)
+    replies = [line.split(" reply 10.0.0.2:7 ")[1] for line in
+               client_console.splitlines() if " reply 10.0.0.2:7 " in line]
+    assert [r.split()[0] for r in replies] == ["seq=1", "seq=2", "seq=3", "seq=4"]
+    for k in range(2):
+        last = dict(zip(COUNTERS, rows[-1][k][3:], strict=True))
+        assert last["late"] == last["dropped"] == 0
+        assert last["frames_in"] == 5 and last["frames_out"] == 5
+    # With 1.25 ms of cable, a frame sent late in a step is due beyond the
+    # next one: the receiving port held it a step.
+    assert any(f.time_ns % MS > MS - CABLE_NS % MS for f in client_sent + node_sent)
+
+
+def test_two_instances_restore_with_frames_on_the_cable(fmu, unzipped, node,
+                                                        client_of_node):
+    cable = two_ecus(fmu, unzipped, node, client_of_node)
+    cable.run(0, 10)
+    states = [ecu.slave.getFMUstate() for ecu in cable.ecus]
+    wire = cable.wire
+    first = cable.run(10, 12)
+    for _ in range(2):
+        for ecu, state in zip(cable.ecus, states, strict=True):
+            ecu.slave.setFMUstate(state)
+        cable.wire = wire
+        assert cable.run(10, 12) == first
+    for ecu, state in zip(cable.ecus, states, strict=True):
+        ecu.slave.freeFMUstate(state)
+        close(ecu)
+    assert any(decode(row[k][0]) for row in first for k in range(2))
 
 
 # -- ports declared by a --config FMU -----------------------------------------
