@@ -5,7 +5,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: all setup qemu firmware fmu closed-loop test demo bench lint clean
+.PHONY: all setup qemu firmware fmu closed-loop network test demo bench lint clean
 
 all: fmu
 
@@ -33,7 +33,11 @@ fmu: qemu firmware
 closed-loop: qemu firmware
 	@$(PY) examples/closed_loop/build.py
 
-test: fmu closed-loop
+# Multi-ECU network systems: node FMUs and SSPs around dist/Network.fmu.
+network: fmu firmware
+	@$(PY) examples/network/build.py
+
+test: fmu closed-loop network
 	$(PY) -m pytest
 
 demo: fmu closed-loop
@@ -46,6 +50,8 @@ bench: qemu firmware fmu closed-loop
 	@$(PY) benchmarks/sweep_throughput.py
 	@$(PY) benchmarks/linux_boot.py
 	@$(PY) benchmarks/state_cost.py
+	@$(PY) benchmarks/parallel_steps.py
+	@$(PY) benchmarks/network_throughput.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
