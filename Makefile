@@ -40,10 +40,11 @@ network: fmu firmware
 test: fmu closed-loop network
 	$(PY) -m pytest
 
-demo: fmu closed-loop
+demo: fmu closed-loop network
 	@$(PY) examples/demo.py
 	@$(PY) examples/closed_loop/demo.py
 	@$(PY) examples/closed_loop/demo.py --ssp dist/closed_loop_linux.ssp --stop-time 1.5
+	@$(PY) examples/network/demo.py
 
 bench: qemu firmware fmu closed-loop
 	@$(PY) benchmarks/sync_cost.py

@@ -2,13 +2,13 @@
 """Build the network examples: ECU FMUs and SSP systems around dist/Network.fmu.
 
 Writes, into dist/:
-- UdpNode.fmu, UdpPair.fmu: Cortex-M3 firmware with the UDP node
-  (firmware/arm/udp_node.c) on the board's LAN9118, as 10.0.0.2 (server)
-  and 10.0.0.3 (asks 10.0.0.2 every 10 ms);
+- UdpNode.fmu, UdpPair.fmu, UdpClient.fmu: Cortex-M3 firmware with the
+  UDP node (firmware/arm/udp_node.c) on the board's LAN9118, as 10.0.0.2
+  (server), and as 10.0.0.3 asking 10.0.0.2 or 10.0.0.1 every 10 ms;
 - LinuxNode.fmu: the example Linux computer on an e1000 (linux_node.toml);
 - net_udp_pair.ssp: UdpPair and UdpNode through the network FMU;
 - net_ping.ssp: two Linux computers, one pinging the other;
-- net_udp_linux.ssp: the Cortex-M node and a Linux computer exchanging UDP;
+- net_udp_linux.ssp: the Cortex-M client asking a Linux computer over UDP;
 - net_tcp.ssp: a bulk TCP transfer between two Linux computers.
 
 Every link: 5 ms propagation delay and 100 Mbit/s, so that under a Jacobi
@@ -67,11 +67,12 @@ def build_all(with_linux: bool = True) -> list[Path]:
              "client": Element(lx, linux("10.0.0.2", "ping:10.0.0.1:3")),
              "net": net},
             cabled("server", "client"), stop_time=7.0)]
-        out.append(write_ssp(
+        client = build_fmu.build(None, HERE / "udp_client.toml")
+        out += [client, write_ssp(
             DIST / "net_udp_linux.ssp", "net_udp_linux",
-            {"linux": Element(lx, linux("10.0.0.1", "ping:10.0.0.2:3")),
-             "ecu": Element(node), "net": net},
-            cabled("linux", "ecu"), stop_time=7.0))
+            {"linux": Element(lx, linux("10.0.0.1", "udp-echo")),
+             "ecu": Element(client), "net": net},
+            cabled("linux", "ecu"), stop_time=4.0)]
         out.append(write_ssp(
             DIST / "net_tcp.ssp", "net_tcp",
             {"receiver": Element(lx, linux("10.0.0.1", "tcp-recv")),
