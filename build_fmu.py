@@ -3,7 +3,8 @@
 
 Without --config: dist/qemu.fmu, with the embedded default firmware.
 With --config my_ecu.toml: a virtual-ECU FMU whose named inputs and outputs
-travel to and from the firmware as `name=value` lines (docs/signals.md).
+travel to and from the firmware as `name=value` lines (docs/signals.md),
+with the Ethernet ports its [[ethernet]] tables declare (docs/network.md).
 With --network [--ports N]: dist/Network.fmu, the network FMU that connects
 Ethernet ports (docs/network.md); it needs no QEMU.
 
@@ -41,6 +42,7 @@ from buildlib.native import (  # noqa: E402
     build_loader,
     make_self_contained,
 )
+from qemufmu.channels import ethernet as ports  # noqa: E402
 from qemufmu.signals import SignalConfigError, SignalSet, signals_from_config  # noqa: E402
 from qemufmu.slave import PARAMETERS, RESERVED  # noqa: E402
 
@@ -113,8 +115,9 @@ def stage_guest(tmp: Path, image: Path, initrd: Path | None = None) -> Path:
     return guest
 
 
-def load_config(path: Path) -> tuple[dict, SignalSet]:
-    """The [fmu] table (with resolved paths) and the signals of a TOML file."""
+def load_config(path: Path) -> tuple[dict, SignalSet, list[ports.PortSpec]]:
+    """The [fmu] table (with resolved paths), the signals and the Ethernet
+    ports of a TOML file."""
     try:
         config = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
@@ -126,7 +129,7 @@ def load_config(path: Path) -> tuple[dict, SignalSet]:
                           "qemu_system", "channel", "initrd", "kernel_cmdline"}
     if unknown:
         raise BuildError(f"{path}: [fmu] has unknown keys {sorted(unknown)}")
-    unknown = set(config) - {"fmu", "input", "output"}
+    unknown = set(config) - {"fmu", "input", "output", "ethernet"}
     if unknown:
         raise BuildError(f"{path}: unknown tables {sorted(unknown)}")
     if not MODEL_NAME.fullmatch(fmu.get("model_name", "")):
@@ -144,7 +147,13 @@ def load_config(path: Path) -> tuple[dict, SignalSet]:
         signals = signals_from_config(config, RESERVED)
     except SignalConfigError as e:
         raise BuildError(f"{path}: {e}") from None
-    return fmu, signals
+    taken = RESERVED | {s.name for s in signals.inputs + signals.outputs} | {
+        "console", signals.channel}
+    try:
+        specs = ports.ports_from_config(config, taken)
+    except ValueError as e:
+        raise BuildError(f"{path}: {e}") from None
+    return fmu, signals, specs
 
 
 def fix_model_description(xml: bytes, digest: str, units: dict[str, str]) -> bytes:
@@ -233,12 +242,15 @@ def build(out: Path | None, config_path: Path | None) -> Path:
             project.append(stage_guest(tmp / "stage", DEFAULT_GUEST))
             out = out or REPO / "dist" / "qemu.fmu"
         else:
-            fmu, signals = load_config(config_path)
+            fmu, signals, specs = load_config(config_path)
             model = fmu["model_name"]
             project.append(stage_guest(tmp / "stage", fmu["guest_image"],
                                        fmu.get("initrd")))
             (tmp / "stage" / "signals.json").write_text(signals.to_json())
             project.append(tmp / "stage" / "signals.json")
+            # Always written: without it an FMU has qemu.fmu's eth0 and eth1.
+            (tmp / "stage" / ports.RESOURCE).write_text(ports.specs_to_json(specs))
+            project.append(tmp / "stage" / ports.RESOURCE)
             defaults = {k: fmu[k] for k in ("machine", "qemu_system", "kernel_cmdline")
                         if k in fmu and k in PARAMETERS}
             script = tmp / f"{model.lower()}_fmu.py"
