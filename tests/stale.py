@@ -21,6 +21,7 @@ from helpers import REPO
 
 QEMU_STAMP = REPO / "build" / "qemu" / "SOURCES"
 CLOSED_LOOP = REPO / "examples" / "closed_loop"
+NETWORK = REPO / "examples" / "network"
 
 # A check of one FMU: (its path, its bytes or None to read the path, the
 # name it goes by in messages) -> reasons.
@@ -159,14 +160,18 @@ def stale_network(path: Path, data: bytes | None = None,
     return problems + newer_inputs(path, what, packaging())
 
 
-def stale_ssp(path: Path, ssd: Path, members: dict[str, Check],
-              what: str) -> list[str]:
-    """An SSP: its SSD, and each FMU in it by the check for that FMU."""
+def stale_ssp(path: Path, ssd: Path | None, members: dict[str, Check],
+              what: str, builder: Path = CLOSED_LOOP / "build.py") -> list[str]:
+    """An SSP: its SSD (unless ``builder`` writes it), and each FMU in it by
+    the check for that FMU."""
     with zipfile.ZipFile(path) as z:
-        problems = _same_member(z, what, "SystemStructure.ssd", ssd)
+        problems = [] if ssd is None else _same_member(z, what,
+                                                       "SystemStructure.ssd", ssd)
         for member, check in members.items():
             problems += check(path, z.read(member), f"{what}: {member}")
-    return problems + newer_inputs(path, what, [CLOSED_LOOP / "build.py"])
+    written_by = [builder] + ([] if ssd else [REPO / "fmu_src" / "qemufmu" /
+                                               "sspwrite.py"])
+    return problems + newer_inputs(path, what, written_by)
 
 
 def artifacts(guests: Path) -> dict[str, Callable[[Path], list[str]]]:
@@ -182,9 +187,25 @@ def artifacts(guests: Path) -> dict[str, Callable[[Path], list[str]]]:
                                 CLOSED_LOOP / "pi_speed_linux.toml", what, data,
                                 initrd=linux / "initrd.cpio")
 
+    def udp(config: str, guest: str) -> Check:
+        def check(path: Path, data: bytes | None, what: str) -> list[str]:
+            return (stale_signal_fmu(path, guests / guest, NETWORK / config,
+                                     what, data)
+                    + newer_inputs(path, what, [NETWORK / "build.py"]))
+        return check
+
+    node = udp("udp_node.toml", "arm-udp_node.elf")
+    pair = udp("udp_pair.toml", "arm-udp_pair.elf")
+
     return {
         "qemu.fmu": lambda p: stale_fmu(p, guests / "arm-default.elf",
                                         "qemu.fmu"),
+        "UdpNode.fmu": lambda p: node(p, None, "UdpNode.fmu"),
+        "UdpPair.fmu": lambda p: pair(p, None, "UdpPair.fmu"),
+        "net_udp_pair.ssp": lambda p: stale_ssp(
+            p, None, {"resources/UdpPair.fmu": pair, "resources/UdpNode.fmu": node,
+                      "resources/Network.fmu": stale_network},
+            "net_udp_pair.ssp", NETWORK / "build.py"),
         "PiSpeedController.fmu": lambda p: ecu(p, None, "PiSpeedController.fmu"),
         "PiSpeedLinux.fmu": lambda p: linux_ecu(p, None, "PiSpeedLinux.fmu"),
         "DcMotor.fmu": lambda p: stale_plant(p, None, "DcMotor.fmu"),
@@ -205,4 +226,6 @@ MAKE = {"qemu.fmu": "make fmu", "Network.fmu": "make fmu",
         "PiSpeedController.fmu": "make closed-loop",
         "PiSpeedLinux.fmu": "make closed-loop", "DcMotor.fmu": "make closed-loop",
         "closed_loop.ssp": "make closed-loop",
-        "closed_loop_linux.ssp": "make closed-loop"}
+        "closed_loop_linux.ssp": "make closed-loop",
+        "UdpNode.fmu": "make network", "UdpPair.fmu": "make network",
+        "net_udp_pair.ssp": "make network"}

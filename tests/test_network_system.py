@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, built
+from conftest import REPO, checked
 from qemufmu import cosim
 from qemufmu.cases import Case
 from qemufmu.network.link import serialization_ns
@@ -33,8 +33,10 @@ COUNTERS = tuple(f"{ecu}.eth0_{c}" for ecu in ("client", "node")
 
 
 @pytest.fixture(scope="module")
-def ssp(fmus) -> Path:
-    return built(SSP, "make network")
+def ssp(fmus, guests) -> Path:
+    """dist/net_udp_pair.ssp, checked to match its sources."""
+    checked(guests, "UdpNode.fmu")      # run alone below
+    return checked(guests, SSP.name)
 
 
 def starts(tmp: Path, **extra) -> tuple:

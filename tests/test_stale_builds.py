@@ -107,6 +107,12 @@ def test_an_unchanged_copy_is_current(guests, tmp_path, name):
     ("closed_loop.ssp", "resources/PiSpeedController.fmu!resources/qemufmu/cosim.py",
      appended, "closed_loop.ssp: resources/PiSpeedController.fmu: "
                "resources/qemufmu/cosim.py differs"),
+    ("UdpNode.fmu", "resources/guest/default.elf", appended,
+     "UdpNode.fmu: its guest differs from firmware/build/arm-udp_node.elf"),
+    ("net_udp_pair.ssp", "resources/UdpPair.fmu!resources/signals.json",
+     lambda d: d + b" ", "resources/UdpPair.fmu: signals differ from udp_pair.toml"),
+    ("net_udp_pair.ssp", "resources/Network.fmu!resources/network_slave.py", appended,
+     "resources/Network.fmu: resources/network_slave.py differs"),
     ("closed_loop_linux.ssp", "resources/PiSpeedLinux.fmu!resources/signals.json",
      lambda d: d.replace(b'"voltage"', b'"volts"'),
      "resources/PiSpeedLinux.fmu: signals differ from pi_speed_linux.toml"),
@@ -127,6 +133,9 @@ def test_a_changed_file_makes_an_artifact_stale(guests, tmp_path, name, member,
     ("DcMotor.fmu", "examples/closed_loop/build.py"),
     ("Network.fmu", "build_fmu.py"),
     ("closed_loop.ssp", "examples/closed_loop/build.py"),
+    ("net_udp_pair.ssp", "examples/network/build.py"),
+    ("net_udp_pair.ssp", "fmu_src/qemufmu/sspwrite.py"),
+    ("UdpPair.fmu", "examples/network/udp_pair.toml"),
 ])
 def test_an_artifact_older_than_its_packing_code_is_stale(guests, tmp_path, name,
                                                           newer):

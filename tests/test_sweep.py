@@ -43,7 +43,7 @@ DASK = Path(sys.executable).parent / "dask"
 # qemu/qqq/qqq.c (docs/qqq-internals.md, tests/test_host_timing.py).
 RECORD = ("ecu.qemu_time", "ecu.sync_steps", "ecu.console", "ecu.console_bytes",
           "ecu.next_event_time", "ecu.voltage", "plant.speed", "plant.setpoint",
-          "ecu.icount_shift", "ecu.network")
+          "ecu.icount_shift", "ecu.host_network")
 
 CASES = """\
 case,plant.step_value,plant.gain,plant.time_constant,ecu.icount_shift,ecu.host_network,ecu.step_timeout,ecu.console_file
@@ -178,8 +178,8 @@ def test_typed_start_values_reach_the_fmus(reference, cases):
     # ("false", "1"), the defaults (0, false) where the cell is empty.
     assert final.loc[ok, "ecu.icount_shift"].to_dict() == {
         case: 2 if case == "slow" else 0 for case in ok}
-    assert final.loc[ok, "ecu.network"].to_dict() == {case: case == "logged"
-                                                      for case in ok}
+    assert final.loc[ok, "ecu.host_network"].to_dict() == {
+        case: case == "logged" for case in ok}
     # String: the console file the 'logged' case named holds the controller's lines.
     console = Path(given.loc["logged", "ecu.console_file"]).read_text()
     assert "voltage=" in console
