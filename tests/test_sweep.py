@@ -530,6 +530,8 @@ def test_package_installs_with_its_console_script(fmu, tmp_path):
                     "--target", str(target), str(source)],
                    check=True, timeout=100, capture_output=True)
     assert (target / "qemufmu" / "sweep.py").is_file()
+    for sub in ("channels", "network"):     # subpackages too
+        assert (target / "qemufmu" / sub / "__init__.py").is_file(), sub
     assert not (target / "qemu_slave.py").exists()
     env = {**os.environ, "PYTHONPATH": str(target)}
     done = subprocess.run([str(target / "bin" / "qemu-fmu"), "sweep", "--help"],
