@@ -129,6 +129,7 @@ struct Slave {
     PyObject *sized_state;  /* the state fmi2SerializedFMUstateSize saw */
     PyObject *sized_bytes;  /* and its bytes, for fmi2SerializeFMUstate */
     int gil;                /* PyGILState_Ensure's answer, during a call */
+    int interrupted;        /* the call raised KeyboardInterrupt */
     BridgeLog log;
     void *ctx;
     Message *messages;      /* for the master, once the GIL is released */
@@ -320,7 +321,8 @@ static void drain(Slave *s, PyObject *queue);
  * The pending Python exception as an fmi2Error message: what raised which
  * exception, with what text, where.  A KeyboardInterrupt (the master's
  * Ctrl-C arriving while the slave ran) is handed back to the master's
- * main thread, which would otherwise never see it.
+ * main thread at the end of the call (leave), which would otherwise never
+ * see it.
  */
 static void report(Slave *s, const char *what)
 {
@@ -341,7 +343,7 @@ static void report(Slave *s, const char *what)
          name ? name : "?", text && *text ? ": " : "", text ? text : "",
          where ? where : "");
     if (py.PyErr_GivenExceptionMatches(type, py.keyboard_interrupt)) {
-        py.PyErr_SetInterrupt();
+        s->interrupted = 1;
     }
     free(name);
     free(text);
@@ -473,6 +475,15 @@ static fmi2Status leave(Slave *s, fmi2Status status)
     drain(s, s->queue);
     py.PyGILState_Release(s->gil);
     flush(s);
+    /*
+     * Only now, so that the master's logger (Python code, in fmpy) is not
+     * the one that gets the KeyboardInterrupt: the master's code does,
+     * right after the call.
+     */
+    if (s->interrupted) {
+        s->interrupted = 0;
+        py.PyErr_SetInterrupt();
+    }
     return status;
 }
 
