@@ -12,7 +12,8 @@ Two kinds of check, each in processes of their own:
 - valgrind (memcheck) over a whole life of every FMU kind (qemu.fmu, a
   --config signal FMU, the pythonfmu DcMotor) in a Python master (fmpy)
   and in our C master: load, instantiate, run, log, FMU states, a Python
-  exception, reset, free, instantiate again, unload, reload, process exit.
+  exception, reset, free, instantiate again, unload, reload, process exit
+  (tests/c_hosts/reload_host.c unloads and reloads in C).
   Any invalid read, write or free fails, except ld.so's own reports while
   it expands $ORIGIN (findings.md: strncmp in is_dst, dl-load.c).
 - 200 short fmpy scripts (a logger, string parameters of many lengths, as
@@ -171,6 +172,22 @@ def test_c_master_makes_no_invalid_access(fmus, fmi2_host, tmp_path):
         assert f"run {slot} steps=20 -> 0" in done.stdout, done.stdout
         assert f"restore {slot} -> 0" in done.stdout
         assert f"get {slot} 999 -> 3" in done.stdout
+
+
+@needs_valgrind
+def test_c_master_unloads_and_loads_again_without_invalid_access(fmus, tmp_path):
+    """dlopen, instantiate, run, free, dlclose, three times in one process
+    (FMI Library hosts unload an FMU's binary when they are done with it)."""
+    from c_host import compile_host
+
+    host = compile_host("reload_host.c", tmp_path / "reload_host", "-ldl")
+    q = fmus["qemu.fmu"]
+    done, log = valgrind([str(host), str(q.root), q.model, q.guid, "3"],
+                         tmp_path, env=CLEAN_ENV)
+    bad = invalid_accesses(log)
+    assert not bad, f"{len(bad)} invalid accesses:\n\n" + "\n\n".join(bad[:5])
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert re.findall(r"^round \d status (\d)$", done.stdout, re.M) == ["0"] * 3
 
 
 # -- 200 short master processes ----------------------------------------------
