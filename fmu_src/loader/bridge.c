@@ -108,7 +108,7 @@ typedef struct PyApi {
     PyObject *none;                 /* &_Py_NoneStruct */
     PyObject *type_type;            /* &PyType_Type */
     PyObject *keyboard_interrupt;   /* PyExc_KeyboardInterrupt */
-    int (*is_finalizing)(void);     /* 3.13's name, or the older one; may be NULL */
+    int (*is_finalizing)(void);     /* Py_IsFinalizing or older name; or NULL */
 } PyApi;
 
 static PyApi py;
@@ -251,6 +251,12 @@ static PyObject *keep(PyObject *o)
     return o;
 }
 
+/* o.name, a new reference; NULL if o is NULL or has no such attribute. */
+static PyObject *attr(PyObject *o, const char *name)
+{
+    return o ? py.PyObject_GetAttrString(o, name) : NULL;
+}
+
 /* str(o) as a malloc'd UTF-8 string; never NULL unless out of memory. */
 static char *text_of(PyObject *o)
 {
@@ -367,34 +373,38 @@ static void drain(Slave *s, PyObject *queue)
     n = py.PySequence_Size(queue);
     for (i = 0; i < n; i++) {
         PyObject *msg = py.PySequence_GetItem(queue, i);
-        PyObject *status = msg ? py.PyObject_GetAttrString(msg, "status") : NULL;
-        PyObject *category = msg ? py.PyObject_GetAttrString(msg, "category") : NULL;
-        PyObject *text = msg ? py.PyObject_GetAttrString(msg, "msg") : NULL;
+        PyObject *status = attr(msg, "status");
         long level = status ? py.PyLong_AsLong(status) : -1;
-        char *cat = category && category != py.none ? text_of(category) : NULL;
-        char *words = text ? text_of(text) : NULL;
+        PyObject *cat;
+        char *category, *text;
 
-        if (!msg || !status || !text) {
-            py.PyErr_Clear();
-            note(s, fmi2Warning, "logStatusWarning",
-                 "a log message of the slave could not be read");
-        } else {
-            py.PyErr_Clear();
-            if (level < fmi2OK || level > fmi2Fatal) {
-                level = fmi2Error;
-            }
-            note_text(s, (fmi2Status)level, cat, words);
+        py.PyErr_Clear();
+        cat = attr(msg, "category");
+        category = cat && cat != py.none ? text_of(cat) : NULL;
+        py.PyErr_Clear();
+        text = attr_text(msg, "msg");
+        if (!msg || !status || level < fmi2OK || level > fmi2Fatal) {
+            level = fmi2Error;      /* not a LogMsg: a bug in the slave */
         }
-        free(cat);
-        free(words);
-        drop(text);
-        drop(category);
+        note_text(s, (fmi2Status)level, category, text);
+        free(category);
+        free(text);
+        drop(cat);
         drop(status);
         drop(msg);
     }
     if (n < 0 || (n > 0 && py.PySequence_DelSlice(queue, 0, n) < 0)) {
         py.PyErr_Clear();
     }
+}
+
+/* dict[key] = value, value a new reference (stolen; NULL: pending error). */
+static int put(PyObject *dict, const char *key, PyObject *value)
+{
+    int ret = value ? py.PyDict_SetItemString(dict, key, value) : -1;
+
+    drop(value);
+    return ret;
 }
 
 /* A tuple of n new references (stolen, NULLs allowed: then NULL). */
@@ -538,15 +548,15 @@ static int put_first_on_path(Slave *s, const char *resources)
     PyObject *path = sys ? py.PyObject_GetAttrString(sys, "path") : NULL;
     PyObject *dir = path ? py.PyUnicode_DecodeFSDefault(resources) : NULL;
     PyObject *first = NULL;
-    int ret = -1;
+    int same, ret = -1;
 
     if (dir) {
         first = py.PySequence_GetItem(path, 0);
         if (!first) {
-            py.PyErr_Clear();
+            py.PyErr_Clear();   /* an empty sys.path */
         }
-        if ((first && py.PyObject_RichCompareBool(first, dir, PY_EQ) == 1) ||
-            py.PyList_Insert(path, 0, dir) == 0) {
+        same = first ? py.PyObject_RichCompareBool(first, dir, PY_EQ) : 0;
+        if (same == 1 || (same == 0 && py.PyList_Insert(path, 0, dir) == 0)) {
             ret = 0;
         }
     }
@@ -670,14 +680,13 @@ Slave *bridge_new(const char *instance_name, const char *resources,
     }
     s->kwargs = py.PyDict_New();
     if (!s->kwargs ||
-        py.PyDict_SetItemString(s->kwargs, "instance_name",
+        put(s->kwargs, "instance_name",
             py.PyUnicode_DecodeUTF8(instance_name, strlen(instance_name),
                                     "replace")) < 0 ||
-        py.PyDict_SetItemString(s->kwargs, "resources",
+        put(s->kwargs, "resources",
             py.PyUnicode_DecodeFSDefault(resources)) < 0 ||
-        py.PyDict_SetItemString(s->kwargs, "visible",
-            py.PyBool_FromLong(visible)) < 0 ||
-        py.PyDict_SetItemString(s->kwargs, "logger", py.none) < 0) {
+        put(s->kwargs, "visible", py.PyBool_FromLong(visible)) < 0 ||
+        put(s->kwargs, "logger", keep(py.none)) < 0) {
         report(s, "preparing the constructor's arguments");
         goto out;
     }
@@ -970,6 +979,10 @@ fmi2Status bridge_set(Slave *s, char kind, const fmi2ValueReference vr[],
         } else {
             py.PyList_SetItem(list, (ssize_t)i, item);
         }
+    }
+    if (!list) {
+        report(s, setters[(unsigned char)kind]);
+        return leave(s, fmi2Error);
     }
     result = call(s, s->obj, setters[(unsigned char)kind],
                   pack(2, references(vr, n), list));
