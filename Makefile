@@ -27,6 +27,7 @@ firmware: setup
 
 fmu: qemu firmware
 	@$(PY) build_fmu.py
+	@$(PY) build_fmu.py --network
 
 # The firmware-in-the-loop demo: ECU FMU, plant FMU and the SSP file.
 closed-loop: qemu firmware

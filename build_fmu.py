@@ -3,7 +3,10 @@
 
 Without --config: dist/qemu.fmu, with the embedded default firmware.
 With --config my_ecu.toml: a virtual-ECU FMU whose named inputs and outputs
-travel to and from the firmware as `name=value` lines (docs/signals.md).
+travel to and from the firmware as `name=value` lines (docs/signals.md),
+with the Ethernet ports its [[ethernet]] tables declare (docs/network.md).
+With --network [--ports N]: dist/Network.fmu, the network FMU that connects
+Ethernet ports (docs/network.md); it needs no QEMU.
 
 Needs `make qemu firmware` first (the Makefile's `fmu` target does both).
 
@@ -18,6 +21,7 @@ libpython from the host.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -39,6 +43,7 @@ from buildlib.native import (  # noqa: E402
     build_loader,
     make_self_contained,
 )
+from qemufmu.channels import ethernet as ports  # noqa: E402
 from qemufmu.signals import SignalConfigError, SignalSet, signals_from_config  # noqa: E402
 from qemufmu.slave import PARAMETERS, RESERVED  # noqa: E402
 
@@ -108,8 +113,9 @@ def stage_guest(tmp: Path, image: Path, initrd: Path | None = None) -> Path:
     return guest
 
 
-def load_config(path: Path) -> tuple[dict, SignalSet]:
-    """The [fmu] table (with resolved paths) and the signals of a TOML file."""
+def load_config(path: Path) -> tuple[dict, SignalSet, list[ports.PortSpec]]:
+    """The [fmu] table (with resolved paths), the signals and the Ethernet
+    ports of a TOML file."""
     try:
         config = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
@@ -121,7 +127,7 @@ def load_config(path: Path) -> tuple[dict, SignalSet]:
                           "qemu_system", "channel", "initrd", "kernel_cmdline"}
     if unknown:
         raise BuildError(f"{path}: [fmu] has unknown keys {sorted(unknown)}")
-    unknown = set(config) - {"fmu", "input", "output"}
+    unknown = set(config) - {"fmu", "input", "output", "ethernet"}
     if unknown:
         raise BuildError(f"{path}: unknown tables {sorted(unknown)}")
     if not MODEL_NAME.fullmatch(fmu.get("model_name", "")):
@@ -139,7 +145,13 @@ def load_config(path: Path) -> tuple[dict, SignalSet]:
         signals = signals_from_config(config, RESERVED)
     except SignalConfigError as e:
         raise BuildError(f"{path}: {e}") from None
-    return fmu, signals
+    taken = RESERVED | {s.name for s in signals.inputs + signals.outputs} | {
+        "console", signals.channel}
+    try:
+        specs = ports.ports_from_config(config, taken)
+    except ValueError as e:
+        raise BuildError(f"{path}: {e}") from None
+    return fmu, signals, specs
 
 
 def fix_model_description(xml: bytes, digest: str, units: dict[str, str]) -> bytes:
@@ -225,12 +237,15 @@ def build(out: Path | None, config_path: Path | None) -> Path:
             project.append(stage_guest(tmp / "stage", DEFAULT_GUEST))
             out = out or REPO / "dist" / "qemu.fmu"
         else:
-            fmu, signals = load_config(config_path)
+            fmu, signals, specs = load_config(config_path)
             model = fmu["model_name"]
             project.append(stage_guest(tmp / "stage", fmu["guest_image"],
                                        fmu.get("initrd")))
             (tmp / "stage" / "signals.json").write_text(signals.to_json())
             project.append(tmp / "stage" / "signals.json")
+            # Always written: without it an FMU has qemu.fmu's eth0 and eth1.
+            (tmp / "stage" / ports.RESOURCE).write_text(ports.specs_to_json(specs))
+            project.append(tmp / "stage" / ports.RESOURCE)
             defaults = {k: fmu[k] for k in ("machine", "qemu_system", "kernel_cmdline")
                         if k in fmu and k in PARAMETERS}
             script = tmp / f"{model.lower()}_fmu.py"
@@ -249,6 +264,45 @@ def build(out: Path | None, config_path: Path | None) -> Path:
     return out
 
 
+def stage_dpkt(tmp: Path) -> Path:
+    """dpkt (the capture's pcapng writer) and its licence, for resources/:
+    C hosts run the FMU's Python isolated, without site-packages."""
+    import importlib.metadata
+
+    import dpkt
+
+    dest = tmp / "dpkt"
+    shutil.copytree(Path(dpkt.__file__).parent, dest,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    licence = importlib.metadata.distribution("dpkt").read_text("LICENSE")
+    if licence:
+        (dest / "LICENSE").write_text(licence)
+    return dest
+
+
+def build_network(out: Path | None, ports: int = 2) -> Path:
+    """Build the network FMU with ``ports`` ports; return where it was written."""
+    from pythonfmu.builder import FmuBuilder
+
+    if ports < 2:
+        raise BuildError(f"--ports {ports}: a network needs 2 or more ports")
+    out = out or REPO / "dist" / "Network.fmu"
+    with tempfile.TemporaryDirectory(prefix="qemu-fmu-build-") as tmpd:
+        stage = Path(tmpd) / "stage"
+        stage.mkdir()
+        (stage / "network.json").write_text(json.dumps({"ports": ports}) + "\n")
+        project = [REPO / "fmu_src" / "qemufmu", stage_dpkt(stage),
+                   stage / "network.json"]
+        raw = FmuBuilder.build_FMU(
+            REPO / "fmu_src" / "network_slave.py", dest=Path(tmpd) / "raw.fmu",
+            project_files=project,
+            canHandleVariableCommunicationStepSize=True,
+            canBeInstantiatedOnlyOncePerProcess=False, needsExecutionTool=False,
+            canGetAndSetFMUstate=True, canSerializeFMUstate=True)
+        repack(raw, out, {"delay": "s", "bit_rate": "bit/s"})
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -258,9 +312,18 @@ def main() -> int:
                              "or dist/MODEL_NAME.fmu with --config)")
     parser.add_argument("--config", type=Path,
                         help="TOML file declaring the FMU's signals and guest")
+    parser.add_argument("--network", action="store_true",
+                        help="build the network FMU (dist/Network.fmu) instead")
+    parser.add_argument("--ports", type=int, default=2,
+                        help="the network FMU's ports (default 2)")
     args = parser.parse_args()
+    if args.network and args.config:
+        parser.error("--network and --config build different FMUs; give one")
     try:
-        out = build(args.output, args.config)
+        if args.network:
+            out = build_network(args.output, args.ports)
+        else:
+            out = build(args.output, args.config)
     except (BuildError, NativeBuildError) as e:
         print(f"build_fmu.py: {e}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ set -eu
 PKGS="build-essential gcc-multilib ninja-build pkg-config flex bison dpkg-dev xz-utils bzip2
 libglib2.0-dev libpixman-1-dev libfdt-dev libslirp-dev
 seabios gcc-arm-none-eabi binutils-arm-none-eabi util-linux patchelf
-valgrind"
+tshark valgrind"
 
 missing=""
 for p in $PKGS; do

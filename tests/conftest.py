@@ -99,9 +99,13 @@ def stale_qemu() -> str | None:
 
 def _stale_python(fmu: zipfile.ZipFile, name: str) -> list[str]:
     """Differences between the FMU's slave library and fmu_src/qemufmu."""
-    src = {p.name: p.read_bytes()
-           for p in (REPO / "fmu_src" / "qemufmu").glob("*.py")}
-    shipped = {Path(n).name: fmu.read(n) for n in fmu.namelist()
+    # Relative paths: qemufmu has subpackages (network/) whose file names
+    # repeat the top level's (__init__.py).
+    base = REPO / "fmu_src" / "qemufmu"
+    src = {p.relative_to(base).as_posix(): p.read_bytes()
+           for p in base.rglob("*.py") if "__pycache__" not in p.parts}
+    shipped = {n.removeprefix("resources/qemufmu/"): fmu.read(n)
+               for n in fmu.namelist()
                if n.startswith("resources/qemufmu/") and n.endswith(".py")}
     return [f"{name}: resources/qemufmu/{f} differs from fmu_src/qemufmu/{f}"
             for f in sorted(set(src) | set(shipped))

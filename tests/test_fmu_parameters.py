@@ -27,10 +27,10 @@ def _run(qemu: Instance, steps: int, h: float = STEP) -> None:
         qemu.slave.doStep(k * h, h)
 
 
-def test_network_gives_the_guest_user_networking(fmu, unzipped):
+def test_host_network_gives_the_guest_user_networking(fmu, unzipped):
     seen = {}
     for network in (False, True):
-        qemu = Instance(fmu, unzipped, network=network)
+        qemu = Instance(fmu, unzipped, host_network=network)
         qemu.start()
         try:
             pid, = qemu_children()

@@ -255,7 +255,7 @@ def test_the_build_is_reproducible(tmp_path):
 
 
 def test_rtc_base_sets_the_guests_clock(tmp_path):
-    argv = qemu_argv(QemuConfig(), Path("q"), Path("k"), ["console"])
+    argv = qemu_argv(QemuConfig(), Path("q"), Path("k"), [])
     assert argv[argv.index("-rtc") + 1] == "base=2024-01-01T00:00:00,clock=vm"
     for value, option in (("2030-06-15T12:30:00", "base=2030-06-15T12:30:00"),
                           ("2030-06-15", "base=2030-06-15"),

@@ -3,9 +3,11 @@
 Each conversation starts a real QEMU, plays a few valid steps and then ends
 in one of the ways a hostile or careless simulator might: closing early,
 half-closing, a truncated frame, random bytes, a corrupted frame, an
-advance past the time limit, frames sent ahead of their replies. A small
-reference parser of the documented rules (docs/protocol-v2.md) predicts
-the outcome, and every outcome is classified:
+advance past the time limit, frames sent ahead of their replies; under
+version 3 also network channels, with Ethernet frames due early, late or
+beyond their step. A small reference parser of the documented rules
+(docs/protocol-v2.md) predicts the outcome, and every outcome is
+classified:
 
 - ``reply``: a reply whose elapsed time is exactly the advance;
 - ``exit0``: end of stream, QEMU exits with status 0 and says nothing;
@@ -29,7 +31,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from conftest import arm_argv, x86_argv
-from qemufmu.protocol import ADVANCE, HELLO, MAX_PAYLOAD, MAX_TIME_NS, REPLY
+from qemufmu.protocol import (
+    ADVANCE,
+    HELLO,
+    MAX_PAYLOAD,
+    MAX_TIME_NS,
+    REPLY,
+    pack_net,
+)
 
 BASE_SEED = int(os.environ.get("FUZZ_SEED", "20261130"))
 CONVERSATIONS = 300  # per protocol version
@@ -49,6 +58,8 @@ class Setup:
     version: int
     channels: int
     argv: list[str] = field(default_factory=list)
+    #: indices of the network channels (version 3); the others are serial
+    nets: tuple[int, ...] = ()
 
 
 def setups(guests) -> dict[int, list[Setup]]:
@@ -60,7 +71,16 @@ def setups(guests) -> dict[int, list[Setup]]:
             argv += ["-chardev", f"qqq,id={name}", "-serial", f"chardev:{name}"]
         return argv
 
+    def arm_net(image: str, names: tuple[str, ...]) -> list[str]:
+        argv = arm(image, names)
+        del argv[argv.index("-nic"):argv.index("-nic") + 2]
+        return argv + ["-netdev", "qqq,id=eth0",
+                       "-net", "nic,netdev=eth0,model=lan9118"]
+
     x86 = x86_argv(guests / "x86-idle.elf", "/dev/null")
+    x86_net = x86[:x86.index("-net")] + x86[x86.index("-net") + 2:] + [
+        "-netdev", "qqq,id=lan0", "-device", "e1000,netdev=lan0,romfile=",
+        "-netdev", "qqq,id=lan1", "-device", "virtio-net-pci,netdev=lan1,romfile="]
     return {
         1: [Setup("arm-idle", 1, 0, arm("arm-idle.elf", ())),
             Setup("x86-idle", 1, 0, x86)],
@@ -69,6 +89,10 @@ def setups(guests) -> dict[int, list[Setup]]:
             Setup("arm-echo/1 channel", 2, 1, arm("arm-echo.elf", ("uart",))),
             Setup("arm-lineecho/2 channels", 2, 2,
                   arm("arm-lineecho.elf", ("uart0", "uart1")))],
+        3: [Setup("arm-echo/uart+lan9118", 3, 2,
+                  arm_net("arm-echo.elf", ("uart",)), nets=(1,)),
+            Setup("x86-idle/e1000+virtio-net", 3, 2, x86_net, nets=(0, 1)),
+            Setup("arm-idle", 3, 0, arm("arm-idle.elf", ()))],
     }
 
 
@@ -83,8 +107,25 @@ def advance_frame(ns: int, blocks: list[tuple[int, bytes]]) -> bytes:
     return frame(ADVANCE, struct.pack(">QI", ns, len(blocks)) + body)
 
 
-def judge(stream: bytes, channels: int, now: int) -> tuple[list[int], str]:
-    """Split a version 2 byte stream sent at a synchronization point.
+def net_block_ok(data: bytes, start: int, end: int) -> bool:
+    """Whole records, frames of 14 to 65535 bytes, each due before the
+    step's end or already due at its start."""
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < 12:
+            return False
+        time_ns, size = struct.unpack_from(">QI", data, pos)
+        if not 14 <= size <= 65535 or size > len(data) - pos - 12:
+            return False
+        if time_ns >= 1 << 63 or (time_ns > start and time_ns >= end):
+            return False
+        pos += 12 + size
+    return True
+
+
+def judge(stream: bytes, channels: int, now: int,
+          nets: tuple[int, ...] = ()) -> tuple[list[int], str]:
+    """Split a version 2 or 3 byte stream sent at a synchronization point.
 
     Returns the advances of the whole valid frames it starts with and how
     QEMU ends once the stream is closed after it: ``exit0`` (it ended
@@ -108,6 +149,10 @@ def judge(stream: bytes, channels: int, now: int) -> tuple[list[int], str]:
             ch, length = struct.unpack_from(">II", payload, at)
             if ch >= channels or length > left - 8:
                 return advances, "exit1"
+            if ch in nets and not net_block_ok(
+                    payload[at + 8:at + 8 + length], now,
+                    min(now + ns, MAX_TIME_NS)):
+                return advances, "exit1"
             at, left = at + 8 + length, left - 8 - length
         if left or ns > MAX_TIME_NS - now:
             return advances, "exit1"
@@ -124,8 +169,8 @@ class Conversation:
         self.setup, self.rng = setup, rng
         ours, theirs = socket.socketpair()
         option = f"sock={theirs.fileno()}"
-        if setup.version == 2:
-            option += ",version=2"
+        if setup.version > 1:
+            option += f",version={setup.version}"
         self.proc = subprocess.Popen(
             [*setup.argv, "-qqq", option], pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -166,7 +211,8 @@ class Conversation:
         kind, size = struct.unpack(">II", header)
         payload = self.recv_exact(size) if size else b""
         if kind != HELLO or payload is None or \
-                struct.unpack_from(">II", payload) != (2, self.setup.channels):
+                struct.unpack_from(">II", payload) != (self.setup.version,
+                                                       self.setup.channels):
             raise Outcome(f"bad HELLO from QEMU: {kind} {payload!r}")
 
     def expect_reply(self, ns: int) -> None:
@@ -210,21 +256,39 @@ class Conversation:
             return rng.choice([room, rng.randrange(room + 1)])
         return min(room, rng.choice([0, 1, 7, rng.randrange(1, 3 * MS)]))
 
-    def random_blocks(self) -> list[tuple[int, bytes]]:
+    def random_blocks(self, ns: int) -> list[tuple[int, bytes]]:
+        """Valid blocks for a step of ``ns`` from ``now``."""
         rng, n = self.rng, self.setup.channels
         if not n:
             return []
-        return [(rng.randrange(n), rng.randbytes(rng.randrange(0, 40)))
-                for _ in range(rng.choice([0, 0, 1, 2]))]
+        blocks = []
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            ch = rng.randrange(n)
+            if ch in self.setup.nets:
+                blocks.append((ch, pack_net(self.random_frames(ns))))
+            else:
+                blocks.append((ch, rng.randbytes(rng.randrange(0, 40))))
+        return blocks
+
+    def random_frames(self, ns: int) -> list[tuple[int, bytes]]:
+        """Frames due late (before now), now, or inside the step."""
+        rng, end = self.rng, self.now + ns
+        times = [rng.choice([0, rng.randrange(self.now + 1), self.now,
+                             rng.randrange(self.now, max(end, self.now + 1))])
+                 for _ in range(rng.randrange(4))]
+        return [(t, rng.randbytes(rng.choice([14, 60, rng.randrange(14, 1515)])))
+                for t in times]
 
     def valid(self) -> tuple[int, bytes]:
         """A valid advance and its bytes; ``now`` moves on when it is made,
         so that advances sent ahead of their replies stay in the limit."""
         ns = self.random_advance()
-        self.now += ns
         if self.setup.version == 1:
+            self.now += ns
             return ns, struct.pack(">I", ns // 1000)
-        return ns, advance_frame(ns, self.random_blocks())
+        data = advance_frame(ns, self.random_blocks(ns))
+        self.now += ns
+        return ns, data
 
     def step(self) -> None:
         ns, data = self.valid()
@@ -234,16 +298,17 @@ class Conversation:
     # endings --------------------------------------------------------------
     def run(self) -> str:
         """Play the conversation; return how QEMU ended."""
-        rng, v2 = self.rng, self.setup.version == 2
+        rng, v2 = self.rng, self.setup.version >= 2
         ending = rng.choice(["close", "half-close", "truncate", "garbage",
                              "send-ahead"]
                             + (["corrupt", "corrupt", "limit", "oversized",
-                                "bad-hello"] if v2 else []))
+                                "bad-hello"] if v2 else [])
+                            + (["corrupt-net"] * 3 if self.setup.nets else []))
         if v2 and ending == "bad-hello":
             return self.bad_hello()
         if v2:
             self.hello()
-            self.send(frame(HELLO, struct.pack(">I", 2)))
+            self.send(frame(HELLO, struct.pack(">I", self.setup.version)))
         for _ in range(rng.randrange(5)):
             self.step()
         return getattr(self, "end_" + ending.replace("-", "_"))()
@@ -259,7 +324,7 @@ class Conversation:
         _, data = self.valid()
         self.send(data[:self.rng.randrange(1, len(data))])
         # Version 1 has no frames: a partial message is just the end.
-        return "exit1" if self.setup.version == 2 else "exit0"
+        return "exit1" if self.setup.version >= 2 else "exit0"
 
     def end_send_ahead(self) -> str:
         steps = [self.valid() for _ in range(self.rng.randrange(2, 6))]
@@ -292,7 +357,8 @@ class Conversation:
 
     def end_corrupt(self) -> str:
         rng = self.rng
-        ns, blocks = self.random_advance(), self.random_blocks()
+        ns = self.random_advance()
+        blocks = self.random_blocks(ns)
         data = bytearray(advance_frame(ns, blocks))
         how = rng.choice(["type", "length", "count", "channel", "block-length",
                           "stray", "cut-block"])
@@ -315,11 +381,36 @@ class Conversation:
             struct.pack_into(">I", data, 4, len(data) - 8)
         return self.send_judged(bytes(data))
 
+    def end_corrupt_net(self) -> str:
+        """A network block whose records break one rule (or, by chance,
+        none: the reference judges)."""
+        rng, end = self.rng, None
+        ns = self.random_advance()
+        end = self.now + ns
+        frames = self.random_frames(ns)
+        how = rng.choice(["due-later", "runt", "giant", "cut", "garbage"])
+        if how == "due-later":
+            frames.append((end + rng.choice([0, 1, rng.randrange(1 << 40)]),
+                           bytes(60)))
+            data = pack_net(sorted(frames))
+        elif how == "runt":
+            data = pack_net(frames + [(self.now, bytes(rng.randrange(14)))])
+        elif how == "giant":
+            data = pack_net(frames) + struct.pack(">QI", self.now, 65536 +
+                                                  rng.randrange(9)) + bytes(8)
+        elif how == "cut":
+            data = pack_net(frames + [(self.now, bytes(60))])
+            data = data[:rng.randrange(len(data))]
+        else:
+            data = rng.randbytes(rng.randrange(1, 40))
+        ch = rng.choice(self.setup.nets)
+        return self.send_judged(advance_frame(ns, [(ch, data)]))
+
     def end_limit(self) -> str:
         past = MAX_TIME_NS - self.now + 1
         ns = self.rng.choice([past, past + self.rng.randrange(1 << 40), 1 << 63,
                               (1 << 64) - 1])
-        return self.send_judged(advance_frame(ns, self.random_blocks()))
+        return self.send_judged(advance_frame(ns, self.random_blocks(0)))
 
     def end_oversized(self) -> str:
         size = self.rng.randrange(MAX_PAYLOAD + 1, 1 << 32)
@@ -329,7 +420,8 @@ class Conversation:
     def send_judged(self, data: bytes) -> str:
         """Send data frame by frame as the reference splits it, waiting
         for the reply to each valid one; return the predicted end."""
-        advances, end = judge(data, self.setup.channels, self.now)
+        advances, end = judge(data, self.setup.channels, self.now,
+                              self.setup.nets)
         pos = 0
         for ns in advances:
             self.now += ns
@@ -343,8 +435,11 @@ class Conversation:
     def bad_hello(self) -> str:
         rng = self.rng
         self.hello()
-        payload = rng.choice([struct.pack(">I", rng.choice([0, 1, 3, 0xFFFF_FFFF])),
-                              struct.pack(">I", 2) + rng.randbytes(rng.randrange(1, 9)),
+        version = self.setup.version
+        wrong = rng.choice([v for v in (0, 1, 2, 3, 4, 0xFFFF_FFFF) if v != version])
+        payload = rng.choice([struct.pack(">I", wrong),
+                              struct.pack(">I", version)
+                              + rng.randbytes(rng.randrange(1, 9)),
                               struct.pack(">H", 2)])
         kind = rng.choice([HELLO, HELLO, ADVANCE, REPLY])
         data = frame(kind, payload)
@@ -395,7 +490,7 @@ def converse(setup: Setup, seed: int) -> list[str]:
     return c.outcomes
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_fuzzed_conversations_end_as_documented(guests, version):
     counts: Counter[str] = Counter()
     kinds = setups(guests)[version]
@@ -405,5 +500,5 @@ def test_fuzzed_conversations_end_as_documented(guests, version):
     # The fuzzer really reached every outcome it classifies.
     assert counts["reply"] > CONVERSATIONS
     assert counts["exit0"] > CONVERSATIONS // 10
-    if version == 2:
+    if version >= 2:
         assert counts["exit1"] > CONVERSATIONS // 3

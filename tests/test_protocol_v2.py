@@ -292,7 +292,7 @@ def test_malformed_frames_end_qemu_with_one_line(guests, case):
 @pytest.mark.parametrize("qqq_option,expect", [
     ("sock={fd}", "data channels need -qqq sock=FD,version=2"),
     ("sock={fd},version=1", "data channels need -qqq sock=FD,version=2"),
-    ("sock={fd},version=3", "version=3 is not 1"),
+    ("sock={fd},version=4", "version=4 is not 1"),
     (None, "data channels need -qqq sock=FD,version=2"),
 ])
 def test_channel_and_version_refusals(guests, qqq_option, expect):

@@ -42,7 +42,7 @@ RECORD = ("ecu.qemu_time", "ecu.sync_steps", "ecu.console", "ecu.console_bytes",
           "ecu.next_event_time", "ecu.voltage", "plant.speed", "plant.setpoint")
 
 CASES = """\
-case,plant.step_value,plant.gain,plant.time_constant,ecu.icount_shift,ecu.network,ecu.step_timeout,ecu.console_file
+case,plant.step_value,plant.gain,plant.time_constant,ecu.icount_shift,ecu.host_network,ecu.step_timeout,ecu.console_file
 nominal,100,10,0.05,,,,
 low,50,10,0.05,,,,
 high,150,10,0.05,,,,
@@ -333,14 +333,14 @@ def test_a_case_whose_worker_dies_too_often_is_reported_lost(ssp, tmp_path):
                              r"'fast' is not a Real"),
     ({"ecu.icount_shift": "1.5"}, r"row 2 \(case 'b'\), column "
                                   r"'ecu.icount_shift': '1.5' is not an Integer"),
-    ({"ecu.network": "yes"}, r"row 2 \(case 'b'\), column 'ecu.network': "
+    ({"ecu.host_network": "yes"}, r"row 2 \(case 'b'\), column 'ecu.host_network': "
                              r"'yes' is not a Boolean"),
 ])
 def test_bad_cases_are_refused_before_anything_runs(ssp, tmp_path, cells, error):
     column, value = next(iter(cells.items()))
     bad = tmp_path / "bad.csv"
     # Row 1 is valid wherever the column exists; row 2 carries the bad value.
-    good = "1" if column != "ecu.network" else "true"
+    good = "1" if column != "ecu.host_network" else "true"
     bad.write_text(f"case,{column}\na,{good}\nb,{value}\n")
     out = tmp_path / "r.parquet"
     done = subprocess.run(

@@ -40,8 +40,7 @@ class QemuConfig:
     extra_args: str = ""
     qemu_binary: str = ""
     step_timeout: float = 10.0
-    network: bool = False
-    console_file: str = ""
+    host_network: bool = False
     initrd: str = ""
     kernel_cmdline: str = ""
     rtc_base: str = DEFAULT_RTC_BASE
@@ -143,19 +142,18 @@ def validate(cfg: QemuConfig) -> None:
 
 
 def qemu_argv(cfg: QemuConfig, binary: Path, image: Path,
-              channels: list[str], initrd: Path | None = None) -> list[str]:
+              io_args: list[str], initrd: Path | None = None,
+              nics: bool = False) -> list[str]:
     """The QEMU command line, without the -qqq option QemuProcess adds.
 
-    Each channel is a qqq chardev on the next serial port: the first one,
-    the console, on the guest's first UART.
+    ``io_args`` create the guest I/O channels' qqq devices (the slave's
+    channels give them, in the order QEMU numbers the channels); ``nics``:
+    they include network ports, so QEMU must not be told ``-nic none``.
     """
     if cfg.accelerator == "kvm":
         timing = ["-accel", "kvm"]
     else:
         timing = ["-icount", f"shift={cfg.icount_shift},sleep=off"]
-    serial: list[str] = []
-    for name in channels:
-        serial += ["-chardev", f"qqq,id={name}", "-serial", f"chardev:{name}"]
     boot = ["-kernel", str(image)]
     if initrd is not None:
         boot += ["-initrd", str(initrd)]
@@ -163,7 +161,7 @@ def qemu_argv(cfg: QemuConfig, binary: Path, image: Path,
         boot += ["-append", cfg.kernel_cmdline]
     return [
         str(binary), "-M", cfg.machine, "-nodefaults", "-display", "none",
-        *serial, *boot, *timing, "-rtc", rtc_option(cfg.rtc_base),
-        "-nic", "user" if cfg.network else "none",
+        *io_args, *boot, *timing, "-rtc", rtc_option(cfg.rtc_base),
+        *(["-nic", "user"] if cfg.host_network else [] if nics else ["-nic", "none"]),
         *shlex.split(cfg.extra_args),
     ]

@@ -12,6 +12,13 @@ A failure (an FMU call that does not return OK, a QEMU that times out or
 whose guest powers off) ends the case, not the sweep: the result carries
 status ``failed``, the FMU's own error messages, and the rows recorded up
 to the last completed step.
+
+Within a communication step the FMUs are independent (Jacobi: every input
+was set before any step), so the FMUs whose work happens outside this
+process (a QEMU, which the slave waits for on a socket, the GIL released)
+step concurrently on threads; the others step on the calling thread.
+Each instance sees the same calls in the same order either way, so the
+results are identical to stepping in turn (``parallel=False``).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor, wait
 from ctypes import byref
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -65,6 +73,11 @@ class Settings:
     stop_time: float
     step: float
     record: tuple[str, ...]        # result columns, e.g. "plant.speed"
+    parallel: bool = True          # step QEMU-based FMUs concurrently
+    # A step an FMU discards (our FMU: its guest powered off or panicked)
+    # ends the case as a success, with that step's outputs recorded: for
+    # systems whose guests power off when their job is done.
+    end_on_discard: bool = False
 
     @property
     def steps(self) -> int:
@@ -148,6 +161,13 @@ def _unpacked(system_file: Path, digest: str, component: Component,
     return _install(cache_dir() / f"{digest}-{component.name}", extract)
 
 
+class _Ended(Exception):
+    """An FMU discarded a step: its simulation is over."""
+
+
+FMI2_DISCARD = 2
+
+
 class _Instance:
     """One FMU instance of the case, with its error log."""
 
@@ -162,6 +182,8 @@ class _Instance:
         from fmpy.logging import addLoggerProxy
 
         self.component = component
+        # Its work runs in a QEMU of its own: worth a thread per step.
+        self.out_of_process = (unzipdir / "resources" / "qemu").is_dir()
         self.live = False
         self.broken = False
         self.slave = FMU2Slave(guid=component.guid, unzipDirectory=str(unzipdir),
@@ -267,6 +289,31 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
         for (_, _, b, vb), value in zip(system.connections, values, strict=True):
             instances[b].set(vb, value)
 
+    pool: ThreadPoolExecutor | None = None
+
+    def step_all(t: float) -> None:
+        def step(inst: _Instance) -> None:
+            from fmpy.fmi1 import FMICallException
+            try:
+                inst.call("doStep", currentCommunicationPoint=t,
+                          communicationStepSize=h)
+            except FMICallException as e:
+                if settings.end_on_discard and e.status == FMI2_DISCARD:
+                    raise _Ended(inst.component.name) from e
+                raise
+        threaded = [i for i in instances.values() if i.out_of_process]
+        if pool is None or len(threaded) < 2:
+            threaded = []
+        futures = [pool.submit(step, inst) for inst in threaded]
+        try:
+            for inst in instances.values():
+                if inst not in threaded:
+                    step(inst)
+        finally:
+            wait(futures)         # none still stepping when a failure ends it
+        for future in futures:
+            future.result()
+
     try:
         for component in system.components.values():
             unzipdir = _unpacked(system_file, digest, component, system.kind)
@@ -285,19 +332,28 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
         for inst in instances.values():
             inst.call("exitInitializationMode")
         result.init_s = time.perf_counter() - started
+        if settings.parallel:
+            pool = ThreadPoolExecutor(
+                max_workers=max(1, sum(i.out_of_process
+                                       for i in instances.values())),
+                thread_name_prefix="cosim-step")
         propagate()
         sample(start)
         for k in range(settings.steps):
-            t = start + k * h
-            for inst in instances.values():
-                inst.call("doStep", currentCommunicationPoint=t,
-                          communicationStepSize=h)
+            try:
+                step_all(start + k * h)
+            except _Ended as ended:
+                sample(start + (k + 1) * h)
+                result.message = _cause([instances[str(ended)]], ended, system)
+                break
             propagate()
             sample(start + (k + 1) * h)
     except Exception as e:
         result.status = STATUS_FAILED
         result.message = _cause(list(instances.values()), e, system)
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
         for inst in instances.values():
             inst.close()
             _SINKS.pop(inst.key, None)

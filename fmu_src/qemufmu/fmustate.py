@@ -4,9 +4,10 @@ A state is the whole co-simulation at a communication point: QEMU's
 machine as QEMU's own migration stream (RAM, CPU, devices, virtual clock
 and icount, pending timers, and the qqq module's section: time reported,
 channel input the guest has not taken), plus the slave's part (parameters,
-every variable, the step clock, console line buffers, the input values last
-sent).  It lives in memory: no file, no process, so freeing it is dropping
-the object.  docs/fmu-state.md describes it.
+every variable, the step clock, and each I/O channel's part: line
+buffers, the input values last sent, ...).  It lives in memory: no file, no
+process, so freeing it is dropping the object.  docs/fmu-state.md describes
+it.
 
 The serialized form is self-checking, so a truncated or altered blob is
 refused before anything is restored:

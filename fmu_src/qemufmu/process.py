@@ -46,19 +46,22 @@ class QemuProcess:
                  env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         """Start ``argv`` (a QEMU command line without ``-qqq``).
 
-        ``version`` picks the protocol: 1, the base protocol, or 2, the
-        framed extension (call ``channel.hello()`` first).  QEMU's stderr
+        ``version`` picks the protocol: 1, the base protocol, 2, the
+        framed extension, or 3, framed with channel kinds, which network
+        channels need (call ``channel.hello()`` first).  QEMU's stderr
         goes to a private temporary file, read back by :meth:`stderr_text`
         to explain a failure.
         """
-        kind = {1: SyncChannel, 2: FramedChannel}[version]
+        kind = {1: SyncChannel, 2: FramedChannel, 3: FramedChannel}[version]
         self.channel, theirs = kind.pair()
+        if version > 1:
+            self.channel.version = version
         self._stderr = tempfile.TemporaryFile()
         try:
             fd = theirs.fileno()
             qqq = f"sock={fd},parent={os.getpid()}"
-            if version == 2:
-                qqq += ",version=2"
+            if version > 1:
+                qqq += f",version={version}"
             self.popen = subprocess.Popen(
                 [*argv, "-qqq", qqq],
                 pass_fds=(fd,), close_fds=True, stdin=subprocess.DEVNULL,

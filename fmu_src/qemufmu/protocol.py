@@ -7,7 +7,9 @@ Two protocol versions share one socket discipline (``Endpoint``):
   advance, QEMU runs that far and writes the time that actually elapsed.
 - ``FramedChannel``, version 2 (docs/protocol-v2.md): framed messages with
   a HELLO exchange, 64-bit nanoseconds, the next pending virtual-timer
-  deadline, and the bytes of QEMU's ``qqq`` data channels.
+  deadline, and the bytes of QEMU's ``qqq`` data channels; version 3 adds
+  each channel's kind to HELLO and network channels (``-netdev qqq``),
+  whose bytes are time-stamped frames (``pack_net``, ``unpack_net``).
 
 QEMU's virtual clock never passes ``MAX_TIME_NS`` (2^62 ns, about 146
 years, since start): it refuses an advance that would take it further.
@@ -28,6 +30,10 @@ MAX_ADVANCE_NS = MAX_TIME_NS
 MAX_PAYLOAD = 16 * 1024 * 1024
 NO_DEADLINE = 0xFFFF_FFFF_FFFF_FFFF
 VERSION = 2
+#: version 2 plus channel kinds in HELLO and network channels
+KINDS_VERSION = 3
+#: channel kinds as HELLO (version 3) names them
+KINDS = {1: "serial", 2: "net"}
 
 HELLO, ADVANCE, REPLY, DATA, END = 1, 2, 3, 4, 5
 #: why the machine stopped, as an END frame says
@@ -45,6 +51,35 @@ _ADVANCE = struct.Struct(">QI")
 _REPLY = struct.Struct(">QQI")
 _END = struct.Struct(">II")
 _BLOCK = struct.Struct(">II")
+_NET_RECORD = struct.Struct(">QI")
+
+
+def pack_net(frames) -> bytes:
+    """A network channel's bytes for ``(time_ns, frame)`` pairs, in order.
+
+    Times are QEMU virtual nanoseconds since QEMU started: when to deliver,
+    in an advance (within the step, or already past: delivered at once).
+    """
+    return b"".join(_NET_RECORD.pack(t, len(f)) + f for t, f in frames)
+
+
+def unpack_net(data: bytes) -> list[tuple[int, bytes]]:
+    """The ``(time_ns, frame)`` pairs a network channel's bytes carry.
+
+    In a reply: the frames the guest's NIC sent during the step and the
+    virtual time it sent each.
+    """
+    frames, pos = [], 0
+    while pos < len(data):
+        if pos + _NET_RECORD.size > len(data):
+            raise ProtocolError("network record header cut short in QEMU's output")
+        time_ns, size = _NET_RECORD.unpack_from(data, pos)
+        pos += _NET_RECORD.size
+        if pos + size > len(data):
+            raise ProtocolError("network frame cut short in QEMU's output")
+        frames.append((time_ns, data[pos:pos + size]))
+        pos += size
+    return frames
 
 
 class SyncError(RuntimeError):
@@ -160,10 +195,12 @@ class Reply(NamedTuple):
 
 
 class FramedChannel(Endpoint):
-    """Version 2: frames, nanoseconds, lookahead and data channels."""
+    """Versions 2 and 3: frames, nanoseconds, lookahead and data channels."""
 
-    version = 2
+    version = VERSION
     channels: list[str]
+    #: each channel's kind, "serial" or "net" (version 2 has serial only)
+    kinds: list[str]
 
     def hello(self, timeout: float | None = None) -> list[str]:
         """Exchange HELLO frames; return QEMU's data channel names, in order."""
@@ -171,16 +208,26 @@ class FramedChannel(Endpoint):
         if len(payload) < 8:
             raise ProtocolError("HELLO from QEMU is too short")
         version, count = struct.unpack_from(">II", payload)
-        if version != VERSION:
+        if version != self.version:
             raise ProtocolError(f"QEMU speaks protocol version {version}, "
-                                f"we speak {VERSION}")
-        names, pos = [], 8
-        for _ in range(count):
-            (size,) = struct.unpack_from(">H", payload, pos)
-            names.append(payload[pos + 2:pos + 2 + size].decode())
-            pos += 2 + size
-        self._send(_HEADER.pack(HELLO, 4) + _U32.pack(VERSION))
+                                f"we speak {self.version}")
+        names, kinds, pos = [], [], 8
+        try:
+            for _ in range(count):
+                kind = "serial"
+                if version >= KINDS_VERSION:
+                    (code,) = struct.unpack_from(">H", payload, pos)
+                    kind = KINDS.get(code, f"unknown kind {code}")
+                    pos += 2
+                (size,) = struct.unpack_from(">H", payload, pos)
+                names.append(payload[pos + 2:pos + 2 + size].decode())
+                kinds.append(kind)
+                pos += 2 + size
+        except struct.error:
+            raise ProtocolError("HELLO from QEMU is cut short") from None
+        self._send(_HEADER.pack(HELLO, 4) + _U32.pack(self.version))
         self.channels = names
+        self.kinds = kinds
         return names
 
     def send_advance(self, ns: int, inputs: dict[int, bytes] | None = None) -> None:

@@ -1,10 +1,11 @@
 """The FMI 2.0 co-simulation slave behind qemu.fmu and every signal FMU.
 
-Each fmi2DoStep becomes one qqq (version 2) time advance; initialization
+Each fmi2DoStep becomes one qqq (version 3) time advance; initialization
 starts QEMU, termination closes its socket.  Guest I/O travels on qqq data
-channels: the console (the guest's first UART) as String variables, and,
-for FMUs built with a signal configuration, named Real/Integer/Boolean
-variables as `name=value` lines (docs/signals.md).
+channels; each kind of I/O (the console, the signals of docs/signals.md,
+...) is a channel of qemufmu/channels, which owns its variables, its QEMU
+arguments, its input and output of each step and its part of an FMU state.
+The slave owns time, QEMU's life and the FMI calls, and loops over channels.
 
 No hook raises: pythonfmu would turn an exception into fmi2Fatal, lose its
 message and go on using the slave it freed.  A failure is logged with the
@@ -21,6 +22,7 @@ import math
 import re
 import sys
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 from pythonfmu import (
@@ -34,6 +36,8 @@ from pythonfmu import (
 )
 from pythonfmu.enums import Fmi2Status
 
+from . import channels
+from .channels import Channel, Launch, Step
 from .clock import StepClock
 from .config import (
     ConfigError,
@@ -44,7 +48,6 @@ from .config import (
     resolve_initrd,
     validate,
 )
-from .console import Console
 from .fmustate import BadState, FmuState, StateError
 from .process import QemuProcess
 from .protocol import (
@@ -55,9 +58,7 @@ from .protocol import (
     StepTimeout,
     SyncError,
 )
-from .signals import LINE_MAX, RESEND_REQUEST, SIGNAL_LINE, Signal, SignalSet
 
-CONSOLE = "console"
 KINDS = {"Real": Real, "Integer": Integer, "Boolean": Boolean, "String": String}
 
 PARAMETERS = {
@@ -71,9 +72,8 @@ PARAMETERS = {
                              "(never run through one)"),
     "qemu_binary": ("String", "A QEMU with -qqq to run instead of the shipped one"),
     "step_timeout": ("Real", "Wall-clock limit for one step (s)"),
-    "network": ("Boolean", "Give the guest user-mode networking"),
-    "console_file": ("String", "File to write the guest console to, lines "
-                               "stamped with simulation time; empty: none"),
+    "host_network": ("Boolean", "Give the guest user-mode networking to the "
+                                "host (-nic user)"),
     "initrd": ("String", "Initial RAM disk for -initrd; empty: the embedded "
                          "one, if any"),
     "kernel_cmdline": ("String", "Kernel command line (-append)"),
@@ -84,22 +84,14 @@ PARAMETERS = {
 OUTPUTS = {
     "qemu_time": ("Real", "QEMU's virtual clock in master time (s)"),
     "sync_steps": ("Integer", "Number of time advances QEMU has answered"),
-    "console": ("String", "What the guest wrote on its console during the "
-                          "last step"),
-    "console_bytes": ("Integer", "Bytes the guest has written on its console "
-                                 "so far"),
     "next_event_time": ("Real", "Master time of the guest's next pending "
                                 "timer (s); -1 if none"),
 }
-INPUTS = {
-    "console_in": ("String", "Bytes for the guest console at the start of the "
-                             "next step"),
-}
-RESERVED = set(PARAMETERS) | set(OUTPUTS) | set(INPUTS)
-
-#: console_in bytes one step can carry: a frame holds 16 MiB, and the rest
-#: leaves room for the frame's fields and the signal lines.
-CONSOLE_IN_MAX = 16 * 1024 * 1024 - 64 * 1024
+#: names a configuration cannot give its own variables
+RESERVED = set(PARAMETERS) | set(OUTPUTS) | channels.fixed_names()
+#: the qqq data channels of a running QEMU, in QEMU's order: each wire's
+#: name and the channels that travel on it
+Wires = list[tuple[str, list[Channel]]]
 
 
 def _keep_module_namespace(cls: type) -> None:
@@ -130,56 +122,49 @@ class QemuSlave(Fmi2Slave):
         _keep_module_namespace(type(self))
         super().__init__(**kwargs)
         defaults = QemuConfig(**self.parameter_defaults)
+        me = weakref.ref(self)
         for name, (kind, text) in PARAMETERS.items():
-            self._register(kind, name, text, Fmi2Causality.parameter,
-                           getattr(defaults, name))
+            setattr(self, name, getattr(defaults, name))
+            self._register(kind, name, text, "parameter", *_attribute(me, name))
         for name, (kind, text) in OUTPUTS.items():
-            start = -1.0 if name == "next_event_time" else None
-            self._register(kind, name, text, Fmi2Causality.output,
-                           start if start is not None else
-                           {"Real": 0.0, "Integer": 0, "String": ""}[kind])
-        for name, (kind, text) in INPUTS.items():
-            self._register(kind, name, text, Fmi2Causality.input, "")
-        self.next_event_time = -1.0
-        self.signals = SignalSet.load(Path(self.resources or "."))
-        if self.signals:
-            for signal in self.signals.inputs + self.signals.outputs:
-                self._register(signal.type, signal.name, signal.description,
-                               Fmi2Causality[signal.causality], signal.start)
+            setattr(self, name, -1.0 if name == "next_event_time"
+                    else {"Real": 0.0, "Integer": 0}[kind])
+            self._register(kind, name, text, "output", *_attribute(me, name))
+        #: guest I/O, one channel per kind (qemufmu/channels)
+        self._io = channels.for_fmu(Path(self.resources or "."))
+        self._owner: dict[str, Channel] = {}
+        for channel in self._io:
+            for var in channel.variables:
+                self._owner[var.name] = channel
+                self._register(var.type, var.name, var.description,
+                               var.causality, *_item(channel.values, var.name))
         self._start_time = 0.0
         self._clock: StepClock | None = None
         self._qemu: QemuProcess | None = None
-        self._consoles: dict[int, Console] = {}
-        self._channels: list[str] = []
-        self._signal_index: int | None = None  # channel carrying the signals
-        self._sent: dict[str, object] = {}
-        self._console_sent = ""
+        self._wires: Wires = []
         self._time = 0.0        # where the next step must start
         self._initialized = False
         self._failed = False
         self._fmu_identity: str | None = None
 
     def _register(self, kind: str, name: str, description: str,
-                  causality: Fmi2Causality, start: object) -> None:
-        """Register a variable whose accessors hold only a weak reference.
+                  causality: str, getter: Callable[[], object],
+                  setter: Callable[[object], None]) -> None:
+        """Register a variable whose accessors never hold the slave.
 
         pythonfmu's default accessors close over ``self``; that cycle would
         keep a freed or reset instance, and its QEMU, alive until the next
         garbage collection.
         """
-        setattr(self, name, start)
-        if causality == Fmi2Causality.parameter:
+        if causality == "parameter":
             variability = Fmi2Variability.fixed
         elif kind == "Real":
             variability = Fmi2Variability.continuous
         else:
             variability = Fmi2Variability.discrete
-        me = weakref.ref(self)
         self.register_variable(KINDS[kind](
-            name, causality=causality, variability=variability,
-            description=description or None,
-            getter=lambda: getattr(me(), name),
-            setter=lambda value: setattr(me(), name, value)))
+            name, causality=Fmi2Causality[causality], variability=variability,
+            description=description or None, getter=getter, setter=setter))
 
     # -- life cycle -------------------------------------------------------
 
@@ -198,24 +183,29 @@ class QemuSlave(Fmi2Slave):
         else:
             self._initialized = True
 
-    def _config(self) -> QemuConfig:
-        return QemuConfig(**{name: getattr(self, name) for name in PARAMETERS})
+    def _params(self) -> dict[str, object]:
+        """Every parameter's value, the slave's and the channels'."""
+        return {v.name: v.getter() for v in self.vars.values()
+                if v.causality == Fmi2Causality.parameter}
 
-    def _launch(self, cfg: QemuConfig) -> QemuProcess:
-        """Start QEMU for ``cfg`` and exchange HELLO; never leaves it behind."""
+    def _launch(self, launch: Launch) -> tuple[QemuProcess, Wires]:
+        """Start QEMU with ``launch``'s parameters and exchange HELLO; never
+        leaves it behind."""
+        cfg = QemuConfig(**{name: launch.params[name] for name in PARAMETERS})
         validate(cfg)
         resources = Path(self.resources)
         binary = resolve_binary(cfg, resources)
         image = resolve_image(cfg, resources)
         initrd = resolve_initrd(cfg, resources)
-        self._channels = [CONSOLE]
-        if self.signals and self.signals.channel != CONSOLE:
-            self._channels.append(self.signals.channel)
-        self._signal_index = (self._channels.index(self.signals.channel)
-                              if self.signals else None)
-        self._step_timeout = cfg.step_timeout
-        qemu = QemuProcess(
-            qemu_argv(cfg, binary, image, self._channels, initrd), version=2)
+        wires: dict[str, list[Channel]] = {}
+        for channel in self._io:
+            if (wire := channel.wire(launch.params)) is not None:
+                wires.setdefault(wire, []).append(channel)
+        io_args = [arg for riders in wires.values()
+                   for arg in riders[0].qemu_args(launch)]
+        kinds = [riders[0].kind for riders in wires.values()]
+        qemu = QemuProcess(qemu_argv(cfg, binary, image, io_args, initrd,
+                                     nics="net" in kinds), version=3)
         # QEMU says HELLO only once the machine exists and -qqq accepted the
         # configuration: a refusal surfaces here, not in the first step.
         try:
@@ -227,30 +217,27 @@ class QemuSlave(Fmi2Slave):
         except BaseException:
             qemu.kill()
             raise
-        if names != self._channels:
+        if names != list(wires) or qemu.channel.kinds != kinds:
+            offered = list(zip(names, qemu.channel.kinds, strict=True))
             qemu.kill()
-            raise SyncError(f"QEMU offers channels {names}, expected "
-                            f"{self._channels}; do extra_args add -chardev qqq?")
-        return qemu
-
-    def _open_consoles(self, cfg: QemuConfig, append: bool = False) -> None:
-        transcript = Path(cfg.console_file) if cfg.console_file else None
-        self._consoles = {0: Console(transcript, append)}
-        self._consoles.update({i: Console() for i in range(1, len(self._channels))})
+            raise SyncError(f"QEMU offers channels {offered}, expected "
+                            f"{list(zip(wires, kinds, strict=True))}; do "
+                            "extra_args add -chardev qqq or -netdev qqq?")
+        return qemu, list(wires.items())
 
     def _start(self) -> None:
-        cfg = self._config()
-        self._qemu = self._launch(cfg)
-        self._open_consoles(cfg)
+        launch = Launch(self._params(), self.instance_name)
+        self._qemu, self._wires = self._launch(launch)
+        self._step_timeout = launch.params["step_timeout"]
+        for channel in self._io:
+            channel.open(launch)
         self._clock = StepClock(self._start_time)
         self.qemu_time = self._start_time
         self._time = self._start_time
-        self._sent = {}
-        self._console_sent = ""
         self.log(f"QEMU {self._qemu.pid} started: {' '.join(self._qemu.popen.args)}")
 
     @property
-    def channel(self) -> FramedChannel:
+    def _sync(self) -> FramedChannel:
         return self._qemu.channel
 
     def do_step(self, current_time: float, step_size: float) -> bool:
@@ -289,93 +276,57 @@ class QemuSlave(Fmi2Slave):
             self._fail(f"step of {h:g} s at t={t:g} s exceeds the protocol's limit: "
                        f"QEMU's clock may reach {MAX_TIME_NS * 1e-9:g} s", ended)
             return False
-        inputs = self._inputs()
-        if advance or inputs:
-            try:
-                reply = self.channel.advance(advance, inputs, self._step_timeout)
-            except StepTimeout as e:
-                self._fail(f"step at t={t:g} s: {e}; QEMU killed", ended)
-                return False
-            except QemuGone as e:
-                self._outputs(e.outputs, t + h)  # what the guest sent till the end
-                how = self._qemu.explain_exit()
-                if e.cause:
-                    how += f" ({e.cause})"
-                elif self._qemu.poll() == 0:
-                    how += " (the guest powered off)"
-                self._fail(f"QEMU ended during the step at t={t:g} s: {how}",
-                           ended)
-                return False
-            self._clock.record(reply.elapsed_ns)
-            self.sync_steps += advance > 0
-            self.next_event_time = (
-                -1.0 if reply.lookahead_ns is None
-                else self._clock.to_master(self._clock.qemu_ns + reply.lookahead_ns))
-            self._outputs(reply.outputs, t + h)
-        else:
-            self.console = ""
+        step = Step(t, t + h, self._clock.qemu_ns, self._clock.qemu_ns + advance,
+                    self._clock, self.log)
+        inputs = self._inputs(step)
+        if not (advance or inputs):     # QEMU is ahead (kvm): it sits this out
+            self._outputs({}, step)
+            self.qemu_time = self._clock.qemu_time
+            return True
+        try:
+            reply = self._sync.advance(advance, inputs, self._step_timeout)
+        except StepTimeout as e:
+            self._fail(f"step at t={t:g} s: {e}; QEMU killed", ended)
+            return False
+        except QemuGone as e:
+            self._outputs(e.outputs, step)  # what the guest sent till the end
+            how = self._qemu.explain_exit()
+            if e.cause:
+                how += f" ({e.cause})"
+            elif self._qemu.poll() == 0:
+                how += " (the guest powered off)"
+            self._fail(f"QEMU ended during the step at t={t:g} s: {how}", ended)
+            return False
+        self._clock.record(reply.elapsed_ns)
+        self.sync_steps += advance > 0
+        self._outputs(reply.outputs, step)
+        self.next_event_time = self._next_event(reply.lookahead_ns, step)
         self.qemu_time = self._clock.qemu_time
         return True
 
-    # -- guest I/O --------------------------------------------------------
+    # -- guest I/O: each wire's channels, in order ------------------------
 
-    def _inputs(self) -> dict[int, bytes]:
-        """The bytes each channel sends at the start of this step.
-
-        Like the signal inputs, console_in is sent when its value differs
-        from the previous step's: a value set once reaches the guest once.
-        """
-        data: dict[int, bytes] = {}
-        if self.console_in != self._console_sent:
-            if self.console_in:
-                data[0] = self.console_in.encode()
-            self._console_sent = self.console_in
-        if self.signals:
-            lines = []
-            for signal in self.signals.inputs:
-                value = getattr(self, signal.name)
-                if self._sent.get(signal.name) != value:
-                    lines.append(signal.format(value))
-                    self._sent[signal.name] = value
-            if lines:
-                index = self._signal_index
-                data[index] = data.get(index, b"") + "".join(lines).encode()
+    def _inputs(self, step: Step) -> dict[int, bytes]:
+        """The bytes each wire carries to the guest at the start of ``step``."""
+        data = {}
+        for index, (_, riders) in enumerate(self._wires):
+            payload = b"".join(channel.send(step) for channel in riders)
+            if payload:
+                data[index] = payload
         return data
 
-    def _outputs(self, outputs: dict[int, bytes], time: float) -> None:
-        self.console = outputs.get(0, b"").decode("utf-8", "replace")
-        for index, console in self._consoles.items():
-            for line in console.feed(outputs.get(index, b""), time):
-                if not self._signal_line(index, line, time):
-                    self.log(f"[{time:.6f}] {line}", category="logGuestConsole")
-        self.console_bytes = self._consoles[0].total_bytes
+    def _outputs(self, outputs: dict[int, bytes], step: Step) -> None:
+        for index, (_, riders) in enumerate(self._wires):
+            for channel in riders:
+                channel.receive(outputs.get(index, b""), step)
 
-    def _signal_line(self, index: int, line: str, time: float) -> bool:
-        """Apply a `name=value` line; False if it is console text."""
-        if index != self._signal_index:
-            return False
-        if line == RESEND_REQUEST:
-            self._sent = {}  # every input goes out with the next step
-            return True
-        match = SIGNAL_LINE.fullmatch(line)
-        if not match:
-            return False
-        name, text = match.groups()
-        signal: Signal | None = self.signals.output(name)
-        problem = None
-        if len(line.encode()) + 1 > LINE_MAX:
-            problem = f"is longer than {LINE_MAX} bytes"
-        elif signal is None:
-            problem = f"names no output signal ('{name}')"
-        else:
-            try:
-                setattr(self, name, signal.parse(text))
-            except ValueError as e:
-                problem = f"has a bad value for {signal.type} {name}: {e}"
-        if problem:
-            self.log(f"t={time:.6f} s: guest line {line[:LINE_MAX]!r} {problem}; "
-                     "ignored", Fmi2Status.warning, category="logGuestSignals")
-        return True
+    def _next_event(self, lookahead_ns: int | None, step: Step) -> float:
+        """Master time of the guest's next timer or of the next input a
+        channel holds for it (a frame due later); -1 if there is none."""
+        times = [] if lookahead_ns is None else [self._clock.qemu_ns + lookahead_ns]
+        times += [t for _, riders in self._wires for channel in riders
+                  if (t := channel.next_event_ns(step)) is not None]
+        return self._clock.to_master(min(times)) if times else -1.0
 
     # -- variable access --------------------------------------------------
     # pythonfmu's accessors raise on a bad value reference (fmi2Fatal); these
@@ -412,11 +363,10 @@ class QemuSlave(Fmi2Slave):
             var = self._variable(vr, kind, True)
             if var is None:
                 continue
-            size = len(value.encode()) if var.name == "console_in" else 0
-            if size > CONSOLE_IN_MAX:
-                self.log(f"console_in of {size} bytes refused: a "
-                         f"step carries at most {CONSOLE_IN_MAX}; split it over "
-                         "steps", Fmi2Status.error)
+            owner = self._owner.get(var.name)
+            problem = owner.refuse(var.name, value) if owner else None
+            if problem:
+                self.log(problem, Fmi2Status.error)
                 continue
             var.setter(value)
 
@@ -485,7 +435,7 @@ class QemuSlave(Fmi2Slave):
                              "machine to take a state of")
         if self._initialized:
             try:
-                machine = self.channel.save_state(self._step_timeout)
+                machine = self._sync.save_state(self._step_timeout)
             except StateRefused as e:
                 raise StateError(str(e)) from None
             except SyncError as e:
@@ -493,14 +443,11 @@ class QemuSlave(Fmi2Slave):
                            Fmi2Status.discard)
                 raise StateError(f"QEMU failed while saving: {e}") from None
         slave = {
-            "variables": {v.name: getattr(self, v.name) for v in self.vars.values()},
+            "variables": {v.name: v.getter() for v in self.vars.values()},
             "start_time": self._start_time,
             "time": self._time,
             "qemu_ns": self._clock.qemu_ns if self._clock else 0,
-            "sent": self._sent,
-            "console_sent": self._console_sent,
-            "consoles": {str(i): [c.partial.decode("latin-1"), c.total_bytes]
-                         for i, c in self._consoles.items()},
+            "channels": {channel.name: channel.save() for channel in self._io},
         }
         return FmuState(self._identity(), json.loads(json.dumps(slave)), machine)
 
@@ -543,15 +490,15 @@ class QemuSlave(Fmi2Slave):
             raise StateError(f"cannot restore a state of FMU '{state.fmu}' "
                              f"into '{self._identity()}'")
         slave = state.slave
-        params = {name: slave["variables"][name] for name in PARAMETERS}
-        cfg = QemuConfig(**params)
-        qemu = None
-        if state.machine is not None and self._restore_in_place(state, cfg):
-            qemu = self._qemu
+        launch = Launch({name: slave["variables"][name] for name in self._params()},
+                        self.instance_name, restored_at=slave["time"])
+        qemu, wires = None, []
+        if state.machine is not None and self._restore_in_place(state, launch):
+            qemu, wires = self._qemu, self._wires
         elif state.machine is not None:
             try:
-                qemu = self._launch(cfg)
-                qemu.channel.load_state(state.machine, cfg.step_timeout)
+                qemu, wires = self._launch(launch)
+                qemu.channel.load_state(state.machine, launch.params["step_timeout"])
             except (ConfigError, SyncError, OSError) as e:
                 why = str(e)
                 if qemu is not None:
@@ -562,35 +509,30 @@ class QemuSlave(Fmi2Slave):
         if qemu is not self._qemu:
             self._shutdown(kill=True)
         else:
-            for console in self._consoles.values():
-                console.close()
-        for name, value in slave["variables"].items():
-            setattr(self, name, value)
+            for channel in self._io:
+                channel.close()
+        for var in self.vars.values():
+            var.setter(slave["variables"][var.name])
         self._start_time = slave["start_time"]
         self._time = slave["time"]
-        self._sent = dict(slave["sent"])
-        self._console_sent = slave["console_sent"]
         self._failed = False
         self._initialized = qemu is not None
         if qemu is None:
             return
-        self._qemu = qemu
-        self._open_consoles(cfg, append=True)
-        for index, (partial, total) in slave["consoles"].items():
-            console = self._consoles[int(index)]
-            console.partial = partial.encode("latin-1")
-            console.total_bytes = total
-        self._consoles[0].note(f"restored the state of t={self._time:.6f} s")
+        self._qemu, self._wires = qemu, wires
+        self._step_timeout = launch.params["step_timeout"]
+        for channel in self._io:
+            channel.open(launch, slave["channels"][channel.name])
         self._clock = StepClock(self._start_time)
         self._clock.qemu_ns = slave["qemu_ns"]
 
-    def _restore_in_place(self, state: FmuState, cfg: QemuConfig) -> bool:
+    def _restore_in_place(self, state: FmuState, launch: Launch) -> bool:
         """Load into the running QEMU; False if there is none to load into."""
         if (self._qemu is None or not self._initialized or self._failed
-                or cfg != self._config()):
+                or launch.params != self._params()):
             return False
         try:
-            self.channel.load_state(state.machine, self._step_timeout)
+            self._sync.load_state(state.machine, self._step_timeout)
         except SyncError as e:
             why = str(e)
             if self._qemu.poll() is not None or isinstance(e, StateRefused):
@@ -619,11 +561,23 @@ class QemuSlave(Fmi2Slave):
                 if code not in (0, None):
                     self.log(f"QEMU exited with status {code}", Fmi2Status.warning)
             self._qemu = None
-        for console in self._consoles.values():
-            console.close()
-        self._consoles = {}
+        for channel in self._io:
+            channel.close()
+        self._wires = []
         self._clock = None
 
     def __del__(self) -> None:
         # fmi2FreeInstance and fmi2Reset drop the instance without terminate.
         self._shutdown()
+
+
+def _attribute(me: weakref.ref, name: str) -> tuple[Callable, Callable]:
+    """Accessors of a variable kept as an attribute of the slave ``me``."""
+    return (lambda: getattr(me(), name),
+            lambda value: setattr(me(), name, value))
+
+
+def _item(values: dict[str, object], name: str) -> tuple[Callable, Callable]:
+    """Accessors of a variable a channel keeps in its ``values``."""
+    return (lambda: values[name],
+            lambda value: values.__setitem__(name, value))

@@ -36,27 +36,13 @@
 
 typedef struct QqqChardev {
     Chardev parent;
+    QqqChannel *channel;
     GByteArray *in;         /* from the simulator, not yet accepted */
     size_t in_pos;
-    GByteArray *out;        /* from the guest, since the last reply */
     QEMUTimer *retry;       /* QEMU_CLOCK_VIRTUAL, armed while input waits */
 } QqqChardev;
 
 DECLARE_INSTANCE_CHECKER(QqqChardev, QQQ_CHARDEV, TYPE_CHARDEV_QQQ)
-
-static GPtrArray *qqq_channels;
-
-int qqq_channel_count(void)
-{
-    return qqq_channels ? qqq_channels->len : 0;
-}
-
-const char *qqq_channel_name(int index)
-{
-    Chardev *chr = g_ptr_array_index(qqq_channels, index);
-
-    return chr->label;
-}
 
 static void qqq_chr_push(QqqChardev *q)
 {
@@ -84,80 +70,72 @@ static void qqq_chr_retry(void *opaque)
     qqq_chr_push(opaque);
 }
 
-void qqq_channel_input(int index, const uint8_t *data, size_t len)
+/* Any bytes are a sound block: a serial line has no framing of its own. */
+static char *qqq_chr_check(void *opaque, const uint8_t *data, size_t len,
+                           int64_t start_ns, int64_t end_ns)
 {
-    QqqChardev *q = QQQ_CHARDEV(g_ptr_array_index(qqq_channels, index));
+    return NULL;
+}
+
+static void qqq_chr_input(void *opaque, const uint8_t *data, size_t len)
+{
+    QqqChardev *q = opaque;
 
     g_byte_array_append(q->in, data, len);
     qqq_chr_push(q);
 }
 
-GByteArray *qqq_channel_output(int index)
-{
-    return QQQ_CHARDEV(g_ptr_array_index(qqq_channels, index))->out;
-}
-
 /*
- * What the channels hold between two steps, for a machine state
- * (qqq-state.c): per channel, the input the device has not taken yet and
- * when the retry timer offers it next.  Output is always empty there: the
- * reply just took it.
+ * Between two steps a serial channel holds the input the device has not
+ * taken yet and when the retry timer offers it next.
  */
-void qqq_channel_save(GByteArray *b)
+static void qqq_chr_save(void *opaque, GByteArray *b)
 {
+    QqqChardev *q = opaque;
     uint8_t word[8];
-    int i;
 
-    stl_be_p(word, qqq_channel_count());
+    stq_be_p(word, timer_expire_time_ns(q->retry));
+    g_byte_array_append(b, word, 8);
+    stl_be_p(word, q->in->len - q->in_pos);
     g_byte_array_append(b, word, 4);
-    for (i = 0; i < qqq_channel_count(); i++) {
-        QqqChardev *q = QQQ_CHARDEV(g_ptr_array_index(qqq_channels, i));
-
-        stq_be_p(word, timer_expire_time_ns(q->retry));
-        g_byte_array_append(b, word, 8);
-        stl_be_p(word, q->in->len - q->in_pos);
-        g_byte_array_append(b, word, 4);
-        g_byte_array_append(b, q->in->data + q->in_pos,
-                            q->in->len - q->in_pos);
-    }
+    g_byte_array_append(b, q->in->data + q->in_pos, q->in->len - q->in_pos);
 }
 
-bool qqq_channel_load(const uint8_t *p, size_t len)
+static bool qqq_chr_load(void *opaque, const uint8_t **pp, const uint8_t *end)
 {
-    const uint8_t *end = p + len;
-    int i;
+    QqqChardev *q = opaque;
+    const uint8_t *p = *pp;
+    int64_t expire;
+    uint32_t n;
 
-    if (len < 4 || ldl_be_p(p) != qqq_channel_count()) {
+    if (end - p < 12 || end - p - 12 < ldl_be_p(p + 8)) {
         return false;
     }
-    p += 4;
-    for (i = 0; i < qqq_channel_count(); i++) {
-        QqqChardev *q = QQQ_CHARDEV(g_ptr_array_index(qqq_channels, i));
-        int64_t expire;
-        uint32_t n;
-
-        if (end - p < 12 || end - p - 12 < ldl_be_p(p + 8)) {
-            return false;
-        }
-        expire = ldq_be_p(p);
-        n = ldl_be_p(p + 8);
-        g_byte_array_set_size(q->in, 0);
-        g_byte_array_append(q->in, p + 12, n);
-        q->in_pos = 0;
-        g_byte_array_set_size(q->out, 0);
-        if (expire >= 0) {
-            timer_mod(q->retry, expire);
-        } else {
-            timer_del(q->retry);
-        }
-        p += 12 + n;
+    expire = ldq_be_p(p);
+    n = ldl_be_p(p + 8);
+    g_byte_array_set_size(q->in, 0);
+    g_byte_array_append(q->in, p + 12, n);
+    q->in_pos = 0;
+    if (expire >= 0) {
+        timer_mod(q->retry, expire);
+    } else {
+        timer_del(q->retry);
     }
-    return p == end;
+    *pp = p + 12 + n;
+    return true;
 }
+
+static const QqqChannelOps qqq_chr_ops = {
+    .kind = QQQ_KIND_SERIAL,
+    .check = qqq_chr_check,
+    .input = qqq_chr_input,
+    .save = qqq_chr_save,
+    .load = qqq_chr_load,
+};
 
 static int qqq_chr_write(Chardev *chr, const uint8_t *buf, int len)
 {
-    g_byte_array_append(QQQ_CHARDEV(chr)->out, buf, len);
+    g_byte_array_append(QQQ_CHARDEV(chr)->channel->out, buf, len);
     return len;
 }
 
@@ -172,25 +150,18 @@ static void qqq_chr_open(Chardev *chr, ChardevBackend *backend,
     QqqChardev *q = QQQ_CHARDEV(chr);
 
     q->in = g_byte_array_new();
-    q->out = g_byte_array_new();
     q->retry = timer_new_ns(QEMU_CLOCK_VIRTUAL, qqq_chr_retry, q);
-    if (!qqq_channels) {
-        qqq_channels = g_ptr_array_new();
-    }
-    g_ptr_array_add(qqq_channels, chr);
+    q->channel = qqq_channel_add(chr->label, &qqq_chr_ops, q);
 }
 
 static void qqq_chr_finalize(Object *obj)
 {
     QqqChardev *q = QQQ_CHARDEV(obj);
 
-    if (qqq_channels) {
-        g_ptr_array_remove(qqq_channels, obj);
-    }
+    qqq_channel_remove(q->channel);
     if (q->in) {
         timer_free(q->retry);
         g_byte_array_unref(q->in);
-        g_byte_array_unref(q->out);
     }
 }
 

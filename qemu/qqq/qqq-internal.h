@@ -9,9 +9,13 @@
 #ifndef QQQ_INTERNAL_H
 #define QQQ_INTERNAL_H
 
-/* Protocol versions: 1 is the fixed base protocol, 2 our framed extension. */
+/*
+ * Protocol versions: 1 is the fixed base protocol, 2 our framed extension,
+ * 3 version 2 with channel kinds in HELLO and network channels.
+ */
 #define QQQ_BASE_VERSION 1
 #define QQQ_FRAMED_VERSION 2
+#define QQQ_KINDS_VERSION 3
 
 /* Frame types of version 2 (docs/protocol-v2.md). */
 enum {
@@ -52,11 +56,43 @@ enum {
 /* "No pending virtual-timer deadline" in a reply's lookahead field. */
 #define QQQ_NO_DEADLINE UINT64_MAX
 
-/* qqq-chardev.c: the data channels, in the order they were created. */
+/* Channel kinds, as HELLO names them from version 3 on. */
+enum {
+    QQQ_KIND_SERIAL = 1,    /* -chardev qqq: a byte stream (qqq-chardev.c) */
+    QQQ_KIND_NET = 2,       /* -netdev qqq: time-stamped frames (qqq-net.c) */
+};
+
+/* What a channel kind does with the bytes of the wire (qqq-channel.c). */
+typedef struct QqqChannelOps {
+    uint16_t kind;
+    /*
+     * NULL if an advance's block for the channel is sound, else what is
+     * wrong with it (g_free'd by the caller).  The step runs from start_ns
+     * to end_ns of virtual time.  Nothing may take effect here.
+     */
+    char *(*check)(void *opaque, const uint8_t *data, size_t len,
+                   int64_t start_ns, int64_t end_ns);
+    /* A checked block, at the start of the step. */
+    void (*input)(void *opaque, const uint8_t *data, size_t len);
+    /* What the channel holds between steps, for a machine state. */
+    void (*save)(void *opaque, GByteArray *b);
+    bool (*load)(void *opaque, const uint8_t **p, const uint8_t *end);
+} QqqChannelOps;
+
+typedef struct QqqChannel {
+    char *name;
+    const QqqChannelOps *ops;
+    void *opaque;
+    GByteArray *out;        /* for the next reply */
+} QqqChannel;
+
+/* qqq-channel.c: the data channels, in the order they were created. */
+QqqChannel *qqq_channel_add(const char *name, const QqqChannelOps *ops,
+                            void *opaque);
+void qqq_channel_remove(QqqChannel *ch);
 int qqq_channel_count(void);
-const char *qqq_channel_name(int index);
-void qqq_channel_input(int index, const uint8_t *data, size_t len);
-GByteArray *qqq_channel_output(int index);
+int qqq_channel_count_kind(uint16_t kind);
+QqqChannel *qqq_channel_get(int index);
 void qqq_channel_save(GByteArray *b);
 bool qqq_channel_load(const uint8_t *p, size_t len);
 

@@ -8,7 +8,8 @@
  * counts.  Version 2 (docs/protocol-v2.md) wraps every message in a frame
  * {u32 type, u32 length, payload}, starts with a HELLO exchange, counts
  * 64-bit nanoseconds, reports the next virtual-timer deadline and carries
- * the bytes of the qqq data channels.
+ * the bytes of the qqq data channels.  Version 3 names each channel's kind
+ * in HELLO, which network channels (qqq-net.c) need.
  *
  * A version 2 frame is checked whole before any of it takes effect, so a
  * malformed frame ends QEMU (one line, exit 1) with the guest untouched.
@@ -248,31 +249,35 @@ bool qqq_wire_hello(QqqWire *w)
 
     w->buf = g_byte_array_new();
     frame_begin(w->buf, QQQ_FRAME_HELLO);
-    put_u32(w->buf, QQQ_FRAMED_VERSION);
+    put_u32(w->buf, w->version);
     put_u32(w->buf, n);
     for (i = 0; i < n; i++) {
-        const char *name = qqq_channel_name(i);
+        QqqChannel *ch = qqq_channel_get(i);
 
-        put_u16(w->buf, strlen(name));
-        g_byte_array_append(w->buf, (const uint8_t *)name, strlen(name));
+        if (w->version >= QQQ_KINDS_VERSION) {
+            put_u16(w->buf, ch->ops->kind);
+        }
+        put_u16(w->buf, strlen(ch->name));
+        g_byte_array_append(w->buf, (const uint8_t *)ch->name,
+                            strlen(ch->name));
     }
     if (!frame_send(w) || !frame_recv(w, QQQ_FRAME_HELLO, "HELLO", 4)) {
         return false;
     }
     version = ldl_be_p(w->buf->data);
-    if (version != QQQ_FRAMED_VERSION) {
+    if (version != w->version) {
         error_report("qqq: the simulator speaks protocol version %u; this "
-                     "QEMU speaks version %u", version, QQQ_FRAMED_VERSION);
+                     "QEMU was started for version %d", version, w->version);
         exit(1);
     }
     /*
-     * A version 2 HELLO is exactly its version: anything more would be a
+     * A simulator HELLO is exactly its version: anything more would be a
      * field this QEMU does not know, so accepting it would silently ignore
      * what the simulator meant.  A later version says so in its number.
      */
     if (w->buf->len != 4) {
-        qqq_malformed("HELLO payload of %u bytes; version 2 has exactly 4",
-                      w->buf->len);
+        qqq_malformed("HELLO payload of %u bytes; version %d has exactly 4",
+                      w->buf->len, w->version);
     }
     return true;
 }
@@ -300,6 +305,21 @@ static void check_limit(int64_t now_ns, uint64_t advance_ns)
                      PRId64 " ns would pass the limit of 2^62 ns (about 146 "
                      "years) of virtual time", advance_ns, now_ns);
         exit(1);
+    }
+}
+
+/* A block's bytes must make sense to its channel's kind. */
+static void check_block(uint32_t index, QqqChannel *ch, const uint8_t *data,
+                        uint32_t len, int64_t now_ns, uint64_t advance_ns)
+{
+    int64_t end_ns = advance_ns > QQQ_MAX_TIME_NS - now_ns ?
+                     QQQ_MAX_TIME_NS : now_ns + advance_ns;
+    g_autofree char *why = ch->ops->check(ch->opaque, data, len, now_ns,
+                                          end_ns);
+
+    if (why) {
+        qqq_malformed("ADVANCE block %u for channel %s: %s", index, ch->name,
+                      why);
     }
 }
 
@@ -341,6 +361,8 @@ bool qqq_wire_recv_advance(QqqWire *w, int64_t now_ns, uint64_t *advance_ns)
             qqq_malformed("ADVANCE block %u claims %u bytes, %u remain", i,
                           len, left - 8);
         }
+        check_block(i, qqq_channel_get(channel), p + 8, len, now_ns,
+                    *advance_ns);
         p += 8 + len;
         left -= 8 + len;
     }
@@ -352,9 +374,10 @@ bool qqq_wire_recv_advance(QqqWire *w, int64_t now_ns, uint64_t *advance_ns)
     /* The whole frame is sound: now let the guest see its bytes. */
     p = w->buf->data + 12;
     for (i = 0; i < blocks; i++) {
+        QqqChannel *ch = qqq_channel_get(ldl_be_p(p));
         uint32_t len = ldl_be_p(p + 4);
 
-        qqq_channel_input(ldl_be_p(p), p + 8, len);
+        ch->ops->input(ch->opaque, p + 8, len);
         p += 8 + len;
     }
     return true;
@@ -373,7 +396,7 @@ static size_t pending_size(const OutCursor *c)
     size_t total = 0;
 
     for (i = c->channel; i < channels; i++) {
-        size_t left = qqq_channel_output(i)->len - (i == c->channel ? c->pos
+        size_t left = qqq_channel_get(i)->out->len - (i == c->channel ? c->pos
                                                                       : 0);
         if (left) {
             total += 8 + left;
@@ -393,7 +416,7 @@ static uint32_t put_blocks(GByteArray *b, OutCursor *c)
     uint32_t blocks = 0;
 
     while (c->channel < channels) {
-        GByteArray *out = qqq_channel_output(c->channel);
+        GByteArray *out = qqq_channel_get(c->channel)->out;
         size_t room = QQQ_MAX_PAYLOAD + 8 - b->len;   /* b has the header */
         size_t n = MIN(out->len - c->pos, room > 8 ? room - 8 : 0);
 
@@ -443,7 +466,7 @@ static bool send_with_output(QqqWire *w, uint32_t type, const uint8_t *fixed,
         ok = frame_send(w);
     }
     for (i = 0; i < qqq_channel_count(); i++) {
-        g_byte_array_set_size(qqq_channel_output(i), 0);
+        g_byte_array_set_size(qqq_channel_get(i)->out, 0);
     }
     if (w->buf->len > QQQ_MAX_PAYLOAD / 4) {
         g_byte_array_set_size(w->buf, 0);   /* give a big one back */

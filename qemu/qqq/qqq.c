@@ -10,7 +10,8 @@
  * time that elapsed and waits for the next advance.  The contract is in
  * docs/sync-protocol.md, the design in docs/qqq-internals.md.  With
  * version=2 the messages are the frames of docs/protocol-v2.md instead
- * (qqq-wire.c), which also carry the qqq chardevs' data (qqq-chardev.c).
+ * (qqq-wire.c), which also carry the data channels (qqq-channel.c): qqq
+ * chardevs (qqq-chardev.c) and, from version 3, qqq netdevs (qqq-net.c).
  *
  * The synchronization point is a QEMU_CLOCK_VIRTUAL timer.  Under icount
  * its callback runs with the BQL held before any instruction past the
@@ -73,6 +74,7 @@ typedef struct QqqState {
     ShutdownCause shutdown_cause;   /* why QEMU is shutting down, if it is */
     Notifier shutdown;
     bool ended;             /* END sent, or the stream shut: nothing more */
+    bool paced;             /* started with -qqq */
 } QqqState;
 
 static QqqState qqq = {
@@ -95,7 +97,8 @@ static QemuOptsList qqq_opts = {
         }, {
             .name = "version",
             .type = QEMU_OPT_NUMBER,
-            .help = "1: the base protocol (default), 2: framed extension",
+            .help = "1: the base protocol (default), 2: framed extension, "
+                    "3: framed, with channel kinds (network channels)",
         }, {
             .name = "parent",
             .type = QEMU_OPT_NUMBER,
@@ -137,13 +140,18 @@ static void qqq_watch_parent(uint64_t parent)
     qqq.wire.parent_fd = fd;
 }
 
+bool qqq_paced(void)
+{
+    return qqq.paced;
+}
+
 void qqq_parse_option(const char *optarg)
 {
     Error *err = NULL;
     QemuOpts *opts = qemu_opts_parse(&qqq_opts, optarg, false, &err);
 
     if (!opts) {
-        error_report("%s (-qqq takes sock=FD[,version=1|2][,parent=PID])",
+        error_report("%s (-qqq takes sock=FD[,version=1|2|3][,parent=PID])",
                      error_get_pretty(err));
         exit(1);
     }
@@ -154,11 +162,12 @@ void qqq_parse_option(const char *optarg)
         exit(1);
     }
     qqq.wire.fd = qemu_opt_get_number(opts, "sock", 0);
+    qqq.paced = true;
     qqq.wire.version = qemu_opt_get_number(opts, "version", QQQ_BASE_VERSION);
-    if (qqq.wire.version != QQQ_BASE_VERSION &&
-        qqq.wire.version != QQQ_FRAMED_VERSION) {
-        error_report("-qqq: version=%d is not 1 (base protocol) or 2 "
-                     "(framed)", qqq.wire.version);
+    if (qqq.wire.version < QQQ_BASE_VERSION ||
+        qqq.wire.version > QQQ_KINDS_VERSION) {
+        error_report("-qqq: version=%d is not 1 (base protocol), 2 (framed) "
+                     "or 3 (framed, with channel kinds)", qqq.wire.version);
         exit(1);
     }
     if (qemu_opt_find(opts, "parent")) {
@@ -546,9 +555,16 @@ static void qqq_vm_state_changed(void *opaque, bool running, RunState state)
 
 void qqq_start(void)
 {
-    if (qqq_channel_count() && qqq.wire.version != QQQ_FRAMED_VERSION) {
+    if (qqq_channel_count_kind(QQQ_KIND_SERIAL) &&
+        qqq.wire.version < QQQ_FRAMED_VERSION) {
         error_report("-chardev qqq: data channels need -qqq "
-                     "sock=FD,version=2");
+                     "sock=FD,version=2 or 3");
+        exit(1);
+    }
+    if (qqq_channel_count_kind(QQQ_KIND_NET) &&
+        qqq.wire.version < QQQ_KINDS_VERSION) {
+        error_report("-netdev qqq: network channels need -qqq "
+                     "sock=FD,version=3");
         exit(1);
     }
     if (qqq.wire.fd < 0) {
@@ -585,10 +601,10 @@ void qqq_start(void)
     }
     qqq.reported_ns = QEMU_ALIGN_DOWN(qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL),
                                       qqq.unit_ns);
-    if (qqq.wire.version == QQQ_FRAMED_VERSION) {
+    if (qqq.wire.version >= QQQ_FRAMED_VERSION) {
         qqq_state_init(&qqq.reported_ns);     /* machine states: qqq-state.c */
     }
-    if ((qqq.wire.version == QQQ_FRAMED_VERSION &&
+    if ((qqq.wire.version >= QQQ_FRAMED_VERSION &&
          !qqq_wire_hello(&qqq.wire)) || !qqq_await_advance()) {
         if (!qqq.wire.stopping) {
             exit(0);    /* the simulator left before the first advance */

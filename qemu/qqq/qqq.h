@@ -19,4 +19,15 @@ void qqq_parse_option(const char *optarg);
  */
 void qqq_start(void);
 
+/* Was QEMU started with -qqq, so that its time is the simulation's? */
+bool qqq_paced(void);
+
+/*
+ * Arm semihosting's clocks for a paced QEMU (qqq-semihost.c): simulation
+ * time, so that firmware seeding from them runs the same every time.
+ */
+int64_t qqq_semihost_clock(void);     /* SYS_CLOCK: centiseconds */
+int64_t qqq_semihost_time(void);      /* SYS_TIME: seconds since 1970 */
+int64_t qqq_semihost_elapsed(void);   /* SYS_ELAPSED: ticks of 1 ns */
+
 #endif
