@@ -10,10 +10,11 @@ FMUs now call their Python slave through our own C bridge
 
 Two kinds of check, each in processes of their own:
 - valgrind (memcheck) over a whole life of every FMU kind (qemu.fmu, a
-  --config signal FMU, the pythonfmu DcMotor) in a Python master (fmpy)
-  and in our C master: load, instantiate, run, log, FMU states, a Python
-  exception, reset, free, instantiate again, unload, reload, process exit
-  (tests/c_hosts/reload_host.c unloads and reloads in C).
+  --config signal FMU, the pythonfmu DcMotor, the network FMU) in a Python
+  master (fmpy) and in our C master: load, instantiate, run, log, FMU
+  states, a Python exception, reset, free, instantiate again, unload,
+  reload, process exit (tests/c_hosts/reload_host.c unloads and reloads in
+  C).
   Any invalid read, write or free fails, except ld.so's own reports while
   it expands $ORIGIN (findings.md: strncmp in is_dst, dl-load.c).
 - 200 short fmpy scripts (a logger, string parameters of many lengths, as
@@ -33,7 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from c_host import CLEAN_ENV, FMUS, Unpacked, start
+from c_host import CLEAN_ENV, FMUS, Unpacked, start, unpack
+from conftest import REPO, built
 
 VALGRIND = ["valgrind", "--trace-children=no", "--num-callers=30"]
 # about 30 s (fmpy) and 8 s (C master) on a busy 2-core machine
@@ -45,6 +47,23 @@ HEAP_MESSAGE = re.compile(r"corrupted|double free|free\(\)|malloc\(\)|realloc\(\
 
 needs_valgrind = pytest.mark.skipif(shutil.which("valgrind") is None,
                                     reason="valgrind missing: run `make setup`")
+
+#: every kind of FMU the project builds: qemu.fmu, a --config signal FMU,
+#: the pythonfmu DcMotor, the network FMU
+KINDS = (*FMUS, "Network.fmu")
+
+
+@pytest.fixture(scope="module")
+def kinds(fmus, tmp_path_factory) -> dict[str, Unpacked]:
+    """Every kind unpacked as a C master would (c_host.unpack)."""
+    network = built(REPO / "dist" / "Network.fmu", "make fmu")
+    return {**fmus, "Network.fmu": unpack(network,
+                                          tmp_path_factory.mktemp("network"))}
+
+
+def string_parameter(u: Unpacked) -> str | None:
+    """The file-name parameter the FMU has, if any."""
+    return next((n for n in ("console_file", "capture_file") if n in u.vrs), None)
 
 
 def invalid_accesses(log: str) -> list[str]:
@@ -118,19 +137,20 @@ PYTHON_MASTER = textwrap.dedent("""
 """)
 
 
-def python_master_plan(fmus: dict[str, Unpacked], tmp_path: Path) -> list:
+def python_master_plan(kinds: dict[str, Unpacked], tmp_path: Path) -> list:
     plan = []
-    for name in FMUS:
-        u = fmus[name]
-        values = ({"console_file": str(tmp_path / f"{u.model}.txt")}
-                  if "console_file" in u.vrs else {"voltage": 1.0})
+    for name in KINDS:
+        u = kinds[name]
+        param = string_parameter(u)
+        values = ({param: str(tmp_path / f"{u.model}.out")} if param
+                  else {"voltage": 1.0})
         plan.append([str(u.root), values, 999])
     return plan
 
 
 @needs_valgrind
-def test_python_master_makes_no_invalid_access(fmus, tmp_path):
-    plan = python_master_plan(fmus, tmp_path)
+def test_python_master_makes_no_invalid_access(kinds, tmp_path):
+    plan = python_master_plan(kinds, tmp_path)
     done, log = valgrind([sys.executable, "-c", PYTHON_MASTER,
                           str(Path(__file__).parent), json.dumps(plan)],
                          tmp_path, env={**CLEAN_ENV, "PYTHONMALLOC": "malloc"})
@@ -138,17 +158,19 @@ def test_python_master_makes_no_invalid_access(fmus, tmp_path):
     assert not bad, f"{len(bad)} invalid accesses:\n\n" + "\n\n".join(bad[:5])
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines()[-1] == "done"
-    assert done.stdout.count("refused 999") == len(FMUS)
+    assert done.stdout.count("refused 999") == len(KINDS)
 
 
 # -- a C master: tests/c_hosts/fmi2_host.c (loads like FMI Library) ---------
 
-def c_master_script(fmus: dict[str, Unpacked], tmp_path: Path) -> str:
+SLOTS = "ABCD"
+
+def c_master_script(kinds: dict[str, Unpacked], tmp_path: Path) -> str:
     script = ""
-    for slot, name in zip("ABC", FMUS, strict=True):
-        u = fmus[name]
-        params = ({"console_file": ("s", str(tmp_path / f"{u.model}.txt"))}
-                  if "console_file" in u.vrs else {})
+    for slot, name in zip(SLOTS, KINDS, strict=True):
+        u = kinds[name]
+        param = string_parameter(u)
+        params = {param: ("s", str(tmp_path / f"{u.model}.out"))} if param else {}
         script += start(u, slot, logging=1, **params)
         script += f"run {slot} 0 0.001 20\nget {slot} r 999\n"
         if "console" in u.vrs:
@@ -161,27 +183,27 @@ def c_master_script(fmus: dict[str, Unpacked], tmp_path: Path) -> str:
 
 
 @needs_valgrind
-def test_c_master_makes_no_invalid_access(fmus, fmi2_host, tmp_path):
-    (tmp_path / "script.txt").write_text(c_master_script(fmus, tmp_path))
+def test_c_master_makes_no_invalid_access(kinds, fmi2_host, tmp_path):
+    (tmp_path / "script.txt").write_text(c_master_script(kinds, tmp_path))
     done, log = valgrind([str(fmi2_host), str(tmp_path / "script.txt")],
                          tmp_path, env=CLEAN_ENV)
     bad = invalid_accesses(log)
     assert not bad, f"{len(bad)} invalid accesses:\n\n" + "\n\n".join(bad[:5])
     assert done.returncode == 0, done.stderr[-3000:]
-    for slot in "ABC":
+    for slot in SLOTS:
         assert f"run {slot} steps=20 -> 0" in done.stdout, done.stdout
         assert f"restore {slot} -> 0" in done.stdout
         assert f"get {slot} 999 -> 3" in done.stdout
 
 
 @needs_valgrind
-def test_c_master_unloads_and_loads_again_without_invalid_access(fmus, tmp_path):
+def test_c_master_unloads_and_loads_again_without_invalid_access(kinds, tmp_path):
     """dlopen, instantiate, run, free, dlclose, three times in one process
     (FMI Library hosts unload an FMU's binary when they are done with it)."""
     from c_host import compile_host
 
     host = compile_host("reload_host.c", tmp_path / "reload_host", "-ldl")
-    q = fmus["qemu.fmu"]
+    q = kinds["qemu.fmu"]
     done, log = valgrind([str(host), str(q.root), q.model, q.guid, "3"],
                          tmp_path, env=CLEAN_ENV)
     bad = invalid_accesses(log)
@@ -216,12 +238,12 @@ BATCHES = 8
 
 
 @pytest.fixture(scope="module")
-def user_unpacked(fmus) -> dict[str, Path]:
+def user_unpacked(kinds) -> dict[str, Path]:
     """Each FMU unpacked where fmpy.simulate_fmu unpacks it for a user's
     script (a mkdtemp() directory: /tmp/tmpXXXXXXXX), once for all runs."""
     from fmpy import extract
 
-    dirs = {name: Path(extract(str(fmus[name].fmu))) for name in FMUS}
+    dirs = {name: Path(extract(str(kinds[name].fmu))) for name in KINDS}
     yield dirs
     for path in dirs.values():
         shutil.rmtree(path, ignore_errors=True)
@@ -232,13 +254,14 @@ def console_name(run: int, length: int) -> str:
     return f"{run:03d}-".ljust(length, "c")
 
 
-def short_runs(fmus: dict[str, Unpacked], where: dict[str, Path]) -> list[list]:
+def short_runs(kinds: dict[str, Unpacked], where: dict[str, Path]) -> list[list]:
     """The 200 runs: mostly qemu.fmu with console_file paths of 10 to 49
     characters (heap layouts differ with them: with the old FMUs 22 to 25
     aborted every time when unpacked as fmpy does), echoing logger or not,
-    guest_image given or not; then the signal FMU and the DcMotor."""
-    q, pi, dc = (str(where[name]) for name in FMUS)
-    guest = str(fmus["qemu.fmu"].root / "resources" / "guest" / "default.elf")
+    guest_image given or not; then the signal FMU, the DcMotor and the
+    network FMU (its capture_file)."""
+    q, pi, dc, net = (str(where[name]) for name in KINDS)
+    guest = str(kinds["qemu.fmu"].root / "resources" / "guest" / "default.elf")
     runs = []
     for length in range(10, 50):
         for echo in (True, False):
@@ -249,8 +272,11 @@ def short_runs(fmus: dict[str, Unpacked], where: dict[str, Path]) -> list[list]:
                 runs.append([q, values, echo])
     for length in range(10, 30):
         runs.append([pi, {"console_file": console_name(len(runs), length)}, True])
-    for k in range(20):
+    for k in range(10):
         runs.append([dc, {"voltage": k * 0.5}, k % 2 == 0])
+    for k in range(10):
+        name = console_name(len(runs), 10 + 3 * k)
+        runs.append([net, {"capture_file": name}, k % 2 == 0])
     assert len(runs) == RUNS
     return runs
 
@@ -262,11 +288,11 @@ def run_short_master(run: list, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("batch", range(BATCHES))
-def test_short_master_processes_all_exit_cleanly(fmus, user_unpacked, tmp_path,
+def test_short_master_processes_all_exit_cleanly(kinds, user_unpacked, tmp_path,
                                                 batch):
     """An eighth of the 200 runs per test, two processes at a time, in
     tmp_path: the console files are named relative to it."""
-    runs = short_runs(fmus, user_unpacked)[batch::BATCHES]
+    runs = short_runs(kinds, user_unpacked)[batch::BATCHES]
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda r: run_short_master(r, tmp_path), runs))
     failed = [(run, done.returncode, done.stderr[-500:])
