@@ -5,7 +5,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: all setup qemu firmware fmu closed-loop test demo bench lint clean
+.PHONY: all setup qemu firmware fmu closed-loop network test demo bench lint clean
 
 all: fmu
 
@@ -33,19 +33,26 @@ fmu: qemu firmware
 closed-loop: qemu firmware
 	@$(PY) examples/closed_loop/build.py
 
-test: fmu closed-loop
+# Multi-ECU network systems: node FMUs and SSPs around dist/Network.fmu.
+network: fmu firmware
+	@$(PY) examples/network/build.py
+
+test: fmu closed-loop network
 	$(PY) -m pytest
 
-demo: fmu closed-loop
+demo: fmu closed-loop network
 	@$(PY) examples/demo.py
 	@$(PY) examples/closed_loop/demo.py
 	@$(PY) examples/closed_loop/demo.py --ssp dist/closed_loop_linux.ssp --stop-time 1.5
+	@$(PY) examples/network/demo.py
 
 bench: qemu firmware fmu closed-loop
 	@$(PY) benchmarks/sync_cost.py
 	@$(PY) benchmarks/sweep_throughput.py
 	@$(PY) benchmarks/linux_boot.py
 	@$(PY) benchmarks/state_cost.py
+	@$(PY) benchmarks/parallel_steps.py
+	@$(PY) benchmarks/network_throughput.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

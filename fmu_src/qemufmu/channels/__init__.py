@@ -22,6 +22,10 @@ def for_fmu(resources: Path) -> list[Channel]:
     """The channels of the FMU whose resources are ``resources``, in wire
     order (the console first: it is the guest's first UART)."""
     signals = SignalSet.load(resources)
+    # A configuration without signals (a network node, say) has a console
+    # only: no line of it is taken for a signal.
+    if signals is not None and not (signals.inputs or signals.outputs):
+        signals = None
     channel = SignalChannel(signals, CONSOLE_WIRE) if signals else None
     shared = channel is not None and signals.channel == CONSOLE_WIRE
     found: list[Channel] = [ConsoleChannel(channel.claims if shared else None)]
