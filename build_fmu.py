@@ -11,10 +11,11 @@ Ethernet ports (docs/network.md); it needs no QEMU.
 Needs `make qemu firmware` first (the Makefile's `fmu` target does both).
 
 The FMU's binary (binaries/linux64/MODEL.so) is our loader shim
-(fmu_src/loader), which starts a Python when the master has none and
-forwards to pythonfmu's export library in binaries/linux64/pythonfmu/.
-QEMU and that library carry their non-glibc shared libraries, so the FMU
-needs only glibc and a libpython from the host.
+(fmu_src/loader), which starts a Python when the master has none and calls
+the slave class itself; pythonfmu is used only here, to write the model
+description, and as the Python package the slave imports.  QEMU carries
+its non-glibc shared libraries, so the FMU needs only glibc and a
+libpython from the host.
 """
 
 from __future__ import annotations
@@ -87,17 +88,14 @@ def stage_qemu(tmp: Path) -> Path:
 
 
 def stage_binaries(tmp: Path) -> Path:
-    """binaries/linux64: the loader shim and pythonfmu's export library."""
-    from pythonfmu.builder import HERE as PYTHONFMU
+    """binaries/linux64: the loader shim, which needs nothing but glibc.
 
+    pythonfmu's export library is not shipped: it corrupts the heap at
+    every process exit (docs/fmu-loader.md).
+    """
     linux64 = tmp / "linux64"
-    bridge = linux64 / "pythonfmu"
-    bridge.mkdir(parents=True)
+    linux64.mkdir(parents=True)
     build_loader(linux64 / "loader.so")
-    export = bridge / "libpythonfmu-export.so"
-    shutil.copyfile(PYTHONFMU / "resources" / "binaries" / "linux64" / export.name,
-                    export)
-    make_self_contained([export], bridge)
     return linux64
 
 
@@ -190,8 +188,8 @@ def _entries(raw: Path, linux64: Path) -> dict[str, tuple[bytes, int]]:
     """Name -> (data, unix mode) of every file the FMU holds.
 
     pythonfmu's binaries are replaced: linux64 gets the loader shim under
-    the model's name and the export library beside it; win64 goes, since
-    the Linux QEMU inside cannot run there.
+    the model's name, alone; win64 goes, since the Linux QEMU inside cannot
+    run there.
     """
     entries = {}
     with zipfile.ZipFile(raw) as src:
@@ -205,9 +203,6 @@ def _entries(raw: Path, linux64: Path) -> dict[str, tuple[bytes, int]]:
     if model_binary is None:
         raise BuildError("pythonfmu wrote no linux64 binary")
     entries[model_binary] = ((linux64 / "loader.so").read_bytes(), 0o100755)
-    for path in sorted((linux64 / "pythonfmu").iterdir()):
-        entries[f"binaries/linux64/pythonfmu/{path.name}"] = (
-            path.read_bytes(), 0o100755)
     return entries
 
 

@@ -17,6 +17,11 @@ Rows (one Markdown table on stdout, progress on stderr):
   delivers ``--per-step`` UDP echo requests spread over the step, and the
   node's answers come back with the same step's reply (frames in plus
   frames out per wall second);
+* FMU + network FMU: the same node as dist/UdpNode.fmu and dist/Network.fmu
+  (2 ms delay, so every frame is on time) under fmpy's FMU2Slave in a
+  Jacobi loop of 1 ms steps, the requests entering the network's port 0 as
+  port strings and the answers leaving it (frames in plus frames out of
+  the guest per wall second);
 * idle steps: the same guest, 1 ms steps without frames, with its NIC on a
   qqq netdev (version 3) and on an unconnected hub port (version 2): what
   a network port costs a step that carries nothing.
@@ -132,6 +137,68 @@ def paced(steps: int, per_step: int, size: int) -> float:
         return frames / (time.perf_counter() - start)
 
 
+def fmu_path(steps: int, per_step: int, size: int) -> float:
+    """Frames per second (in and out of the guest) through UdpNode.fmu and
+    Network.fmu under fmpy, in a Jacobi loop written out here."""
+    import shutil
+    import tempfile
+
+    from fmpy import extract, read_model_description
+    from fmpy.fmi2 import FMU2Slave
+
+    from qemufmu.ethernet import Frame, decode, encode
+
+    def open_fmu(path: Path, name: str):
+        if not path.exists():
+            raise SystemExit(f"network_throughput.py: {path} missing; run "
+                             "`make network`")
+        md = read_model_description(str(path))
+        unzipped = extract(str(path), str(Path(tmp) / name))
+        fmu = FMU2Slave(guid=md.guid, unzipDirectory=unzipped, instanceName=name,
+                        modelIdentifier=md.coSimulation.modelIdentifier)
+        fmu.instantiate()
+        fmu.setupExperiment(startTime=0.0)
+        return fmu, {v.name: v.valueReference for v in md.modelVariables}
+
+    tmp = tempfile.mkdtemp()
+    try:
+        node, nv = open_fmu(REPO / "dist" / "UdpNode.fmu", "node")
+        net, tv = open_fmu(REPO / "dist" / "Network.fmu", "net")
+        node.setString([nv["eth0_mac"]], [NODE_MAC.hex(":")])
+        net.setReal([tv["delay"]], [0.002])
+        for fmu in (node, net):
+            fmu.enterInitializationMode()
+            fmu.exitInitializationMode()
+        h, seq, answers = 1e-3, 0, 0
+        to_node = from_node = ""
+        start = time.perf_counter()
+        for k in range(steps):
+            t = k * h
+            batch = [Frame(0, arp_request())] if k == 0 else []
+            for i in range(per_step if k else 0):
+                batch.append(Frame(round((t + i * h / per_step) * 1e9),
+                                   udp_echo_request(seq, size)))
+                seq += 1
+            net.setString([tv["port0_in"], tv["port1_in"]],
+                          [encode(batch), from_node])
+            node.setString([nv["eth0_in"]], [to_node])
+            node.doStep(t, h)
+            net.doStep(t, h)
+            from_node = node.getString([nv["eth0_out"]])[0].decode()
+            to_node = net.getString([tv["port1_out"]])[0].decode()
+            answers += len(decode(net.getString([tv["port0_out"]])[0].decode()))
+        elapsed = time.perf_counter() - start
+        if answers < per_step * (steps - 6):
+            raise SystemExit(f"network_throughput.py: {answers} answers to "
+                             f"{seq} requests through the FMUs")
+        for fmu in (node, net):
+            fmu.terminate()
+            fmu.freeInstance()
+        return 2 * answers / elapsed
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def idle_step_us(net: bool, steps: int) -> float:
     with QemuProcess(node_argv(net), version=3 if net else 2) as qemu:
         ch = qemu.channel
@@ -155,14 +222,15 @@ def main() -> int:
     if args.quick:
         args.steps, args.reps = 200, 1
     frames = [udp_echo_request(i, args.size) for i in range(args.steps * args.per_step)]
-    base, qqq, idle_net, idle_plain = [], [], [], []
+    base, qqq, fmus, idle_net, idle_plain = [], [], [], [], []
     for rep in range(args.reps):
         print(f"rep {rep + 1}/{args.reps}", file=sys.stderr)
         base.append(baseline(frames))
         qqq.append(paced(args.steps, args.per_step, args.size))
+        fmus.append(fmu_path(args.steps, args.per_step, args.size))
         idle_net.append(idle_step_us(True, args.steps))
         idle_plain.append(idle_step_us(False, args.steps))
-    b, q = statistics.median(base), statistics.median(qqq)
+    b, q, f = (statistics.median(x) for x in (base, qqq, fmus))
     n, i = statistics.median(idle_net), statistics.median(idle_plain)
     frame_bytes = len(frames[0])
     print(f"| path ({frame_bytes}-byte frames, {args.per_step} requests per 1 ms "
@@ -172,6 +240,8 @@ def main() -> int:
     print(f"| baseline: Python echo over a socket pair | {b:,.0f} frames/s | 1 |")
     print(f"| qqq v3: UDP echo by the paced Cortex-M node | {q:,.0f} frames/s | "
           f"{q / b:.2f} of baseline |")
+    print(f"| UdpNode.fmu + Network.fmu under fmpy | {f:,.0f} frames/s | "
+          f"{f / b:.2f} of baseline |")
     print(f"| idle 1 ms step, NIC on -netdev qqq (v3) | {n:.1f} us | "
           f"{n / i:.2f} of no qqq netdev |")
     print(f"| idle 1 ms step, NIC on a hub port (v2) | {i:.1f} us | 1 |")

@@ -1,10 +1,10 @@
 """The FMU's native parts: the loader shim and self-contained ELF files.
 
 An FMU must run on a host that has glibc and a libpython and nothing else
-of ours.  Every ELF file it ships (QEMU, pythonfmu's export library) gets
-its non-glibc shared libraries copied beside it and an ``$ORIGIN``-relative
-RUNPATH, so the dynamic linker finds them inside the FMU wherever it was
-unpacked.
+of ours.  The loader shim is C linked against glibc alone (no C++ runtime
+to bundle); every other ELF file the FMU ships (QEMU) gets its non-glibc
+shared libraries copied beside it and an ``$ORIGIN``-relative RUNPATH, so
+the dynamic linker finds them inside the FMU wherever it was unpacked.
 """
 
 from __future__ import annotations
@@ -44,11 +44,19 @@ def _run(argv: list[str]) -> str:
 
 
 def build_loader(out: Path) -> Path:
-    """Compile the loader shim (fmu_src/loader) as the shared library ``out``."""
+    """Compile the loader shim (fmu_src/loader) as the shared library ``out``.
+
+    C with no static constructors or destructors and no Python headers (the
+    Python API is found at run time), so it needs only glibc.
+    """
     sources = sorted(str(p) for p in LOADER_SOURCES.glob("*.c"))
     _run(["gcc", "-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden",
           "-Wall", "-Wextra", "-Werror", "-Wl,-z,defs", "-Wl,--as-needed",
           "-o", str(out), *sources, "-lpthread", "-ldl"])
+    extra = [lib for lib in needed(out) if lib not in GLIBC]
+    if extra:
+        raise NativeBuildError(f"the loader shim needs {extra}; it may need "
+                               "only glibc")
     return out
 
 

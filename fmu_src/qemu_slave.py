@@ -1,7 +1,8 @@
 """qemu.fmu's pythonfmu entry point: QEMU with the embedded default guest.
 
-All the behaviour is in qemufmu.slave.  pythonfmu's runtime finds the model
-class by the text `class NAME(Fmi2Slave):`, hence the alias.
+All the behaviour is in qemufmu.slave.  pythonfmu's builder finds the model
+class by the text `class NAME(Fmi2Slave):`, hence the alias; the FMU's
+loader (fmu_src/loader/bridge.c) then finds it by its Fmi2Slave base.
 """
 
 from qemufmu.slave import QemuSlave as Fmi2Slave

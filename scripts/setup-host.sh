@@ -4,10 +4,11 @@
 # with everything present only checks.
 set -eu
 
+# valgrind: tests/test_memory_safety.py checks the FMUs' memory accesses.
 PKGS="build-essential gcc-multilib ninja-build pkg-config flex bison dpkg-dev xz-utils bzip2
 libglib2.0-dev libpixman-1-dev libfdt-dev libslirp-dev
 seabios gcc-arm-none-eabi binutils-arm-none-eabi util-linux patchelf
-tshark"
+tshark valgrind"
 
 missing=""
 for p in $PKGS; do

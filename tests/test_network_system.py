@@ -166,3 +166,30 @@ def test_a_node_without_signals_takes_no_console_line_for_one(ssp, guests,
                  debug_logging=True)
     assert [m for m in said if "t=25 echo 10.0.0.3:5001" in m], said
     assert not [m for m in said if "signal" in m], said
+
+
+def test_a_sweep_over_delay_and_loss(ssp):
+    """`qemu-fmu sweep`'s engine runs network cases (in-process here; the
+    Dask path is test_sweep.py's): the delay moves the answers, loss with a
+    seed drops the same frames every time."""
+    import pandas as pd
+
+    from qemufmu import sweep
+
+    cases = pd.DataFrame({"case": ["d2ms", "d5ms", "lossy", "lossy-again"],
+                          "net.delay": [0.002, 0.005, 0.005, 0.005],
+                          "net.loss": [0.0, 0.0, 0.3, 0.3],
+                          "net.seed": [1, 1, 7, 7]})
+    table = sweep.run(ssp, cases, stop_time=0.1, step=STEP, in_process=True,
+                      progress=False,
+                      record=["client.eth0_frames_in", "client.eth0_late",
+                              "net.lost", "client.console"])
+    last = table.groupby("case").last()
+    assert {r["status"] for r in table.attrs["summary"]} == {"ok"}
+    assert last.loc["d2ms", "client.eth0_frames_in"] == 10   # 2 ms = 2 steps
+    assert last.loc["d2ms", "client.eth0_late"] == 0
+    assert last.loc["d5ms", "client.eth0_frames_in"] == 9    # one still in flight
+    assert last.loc["lossy", "net.lost"] > 0
+    lossy = table[table.case == "lossy"].drop(columns="case").reset_index(drop=True)
+    again = table[table.case == "lossy-again"].drop(columns="case").reset_index(drop=True)
+    assert lossy.equals(again)

@@ -64,7 +64,7 @@ def build_all(with_linux: bool = True) -> list[Path]:
         out += [lx, write_ssp(
             DIST / "net_ping.ssp", "net_ping",
             {"server": Element(lx, linux("10.0.0.1", "echo")),
-             "client": Element(lx, linux("10.0.0.2", "ping:10.0.0.1:3")),
+             "client": Element(lx, linux("10.0.0.2", "wait:10.0.0.1,ping:10.0.0.1:3")),
              "net": net},
             cabled("server", "client"), stop_time=7.0)]
         client = build_fmu.build(None, HERE / "udp_client.toml")
@@ -76,7 +76,8 @@ def build_all(with_linux: bool = True) -> list[Path]:
         out.append(write_ssp(
             DIST / "net_tcp.ssp", "net_tcp",
             {"receiver": Element(lx, linux("10.0.0.1", "tcp-recv")),
-             "sender": Element(lx, linux("10.0.0.2", "tcp-send:10.0.0.1:1000000")),
+             "sender": Element(lx, linux("10.0.0.2",
+                                         "wait:10.0.0.1,tcp-send:10.0.0.1:1000000")),
              "net": net},
             cabled("receiver", "sender"), stop_time=8.0))
     return out

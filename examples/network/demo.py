@@ -33,11 +33,13 @@ from qemufmu.system import read_system  # noqa: E402
 #: system -> (stop time in s, console lines worth showing)
 SYSTEMS = {
     "net_udp_pair": (0.1, r"reply|echo"),
-    "net_udp_linux": (4.0, r"reply|udp-echo|eth0 .* up"),
+    "net_udp_linux": (4.0, r"reply|udp-echo:|eth0 .* up"),
     "net_ping": (7.0, r"bytes from|round-trip|packets|eth0 .* up"),
-    "net_tcp": (8.0, r"tcp-(send|recv):|eth0 .* up"),
+    "net_tcp": (8.0, r"\] tcp-(send|recv): |eth0 .* up"),
 }
 STEP = 1e-3
+#: console lines shown per component: the first and the last ones
+SHOWN = 6
 
 
 def run(name: str, out: Path) -> cosim.CaseResult:
@@ -92,9 +94,12 @@ def main() -> int:
         pattern = re.compile(SYSTEMS[name][1])
         for transcript in sorted(args.out.glob(f"{name}.*.txt")):
             component = transcript.name.split(".")[1]
-            for line in transcript.read_text().splitlines():
-                if pattern.search(line):
-                    print(f"   {component}: {line}")
+            lines = [ln for ln in transcript.read_text().splitlines()
+                     if pattern.search(ln)]
+            if len(lines) > SHOWN:
+                lines[SHOWN // 2:-SHOWN // 2] = [f"... {len(lines) - SHOWN} more"]
+            for line in lines:
+                print(f"   {component}: {line}")
         late = {c: v[-1] for c, v in result.values.items() if c.endswith("late")}
         print(f"   frames late: {late}; capture {args.out / (name + '.pcapng')}")
         if name == "net_ping" and result.status == cosim.STATUS_OK:

@@ -3,8 +3,7 @@
  *
  * Written from the FMI 2.0.x standard (fmi-standard.org): the types of
  * fmi2TypesPlatform.h, the callback structure and the function types of
- * fmi2FunctionTypes.h.  The shim exports every function of the standard
- * and forwards it to pythonfmu's export library through these types.
+ * fmi2FunctionTypes.h.  The shim exports every function of the standard.
  */
 #ifndef QEMUFMU_FMI2_H
 #define QEMUFMU_FMI2_H
@@ -52,7 +51,10 @@ typedef struct {
     fmi2ComponentEnvironment componentEnvironment;
 } fmi2CallbackFunctions;
 
-/* The functions whose calls the shim forwards, in one table. */
+/*
+ * Every function after fmi2GetVersion, in one table: a host binds them all
+ * with it (tests/c_hosts/fmi2_host.c does).
+ */
 #define FMI2_FORWARDED(X) \
     X(fmi2Instantiate, fmi2Component, (fmi2String, fmi2Type, fmi2String, \
         fmi2String, const fmi2CallbackFunctions *, fmi2Boolean, fmi2Boolean)) \

@@ -4,71 +4,59 @@
  * Copyright (c) 2026 qemu-fmu contributors
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * pythonfmu's export library runs the slave in the process's Python and
- * cannot be loaded where there is none (C and C++ masters: FMI Library,
- * libcosim, OMSimulator ...).  This shim exports the whole FMI 2.0
- * co-simulation API, makes sure a Python is there (pyembed.c), opens the
- * export library shipped beside it (pythonfmu/ next to this file) and
- * forwards every call.
+ * The FMU's slave is a Python class (pythonfmu's Fmi2Slave API).  This
+ * library exports the whole FMI 2.0 co-simulation API, makes sure the
+ * process has a Python (pyembed.c: the master's, or one it loads) and
+ * calls the slave through bridge.c.  Nothing of pythonfmu's native code
+ * is used: its export library corrupted the heap at every process exit
+ * (docs/fmu-loader.md).
  *
- * Forwarding also lets it keep the promises pythonfmu cannot:
- * - a Python hook can only fail by raising, which pythonfmu turns into
- *   fmi2Fatal (losing the message) and then frees the slave it keeps
- *   using.  Our slave never raises: it logs the failure with the status
- *   the call deserves (Error for misuse, Discard for a simulation that
- *   ended) and the shim returns the worst status logged during the call;
- * - errors reach the master even with logging off: the export library
- *   always logs, and the shim filters by the master's loggingOn and
- *   categories everything below fmi2Warning;
- * - after an fmi2Fatal (a bug, not a misuse) the instance is fenced off:
- *   later calls fail with fmi2Error and fmi2FreeInstance frees only what
- *   is ours;
- * - the export library passes log text as printf formats, so a '%' in a
- *   guest's console line would make the master's logger read garbage: the
- *   text is handed on as the argument of "%s";
+ * Here, in front of the bridge, it keeps the promises the FMI standard
+ * and our docs make:
+ * - the status returned is the worst of what the call answered and the
+ *   statuses the slave logged during it (our slave logs Error for a misuse
+ *   and Discard for a simulation that ended, rather than raise); a Python
+ *   exception is fmi2Error with its message, and the instance goes on;
+ * - errors reach the master even with logging off: everything at
+ *   fmi2Warning and above is passed on, the rest by the master's
+ *   loggingOn and categories;
+ * - every message is handed to the master's logger as the argument of
+ *   "%s": a '%' in a guest's console line is text, not a conversion;
  * - strings that are not UTF-8, and NULL arrays, are refused before they
  *   reach Python;
- * - resource locations in any file: URI form reach it as file:///path.
+ * - resource locations in any file: URI form (file:///p,
+ *   file://localhost/p, file:/p, percent-escapes) reach the slave as the
+ *   path /p;
+ * - after fmi2Fatal (only when Python itself is shutting down) the
+ *   instance is fenced off: later calls fail with fmi2Error and
+ *   fmi2FreeInstance frees only the C side.
  */
 
 #define _GNU_SOURCE
-#include <dlfcn.h>
-#include <limits.h>
-#include <pthread.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge.h"
 #include "fmi2.h"
 #include "loader.h"
 
 #define FMI_EXPORT __attribute__((visibility("default")))
 
-/* Where the export library lives, relative to this file's directory. */
-#define EXPORT_LIBRARY "pythonfmu/libpythonfmu-export.so"
-
-typedef struct Inner {
-#define FIELD(name, ret, params) ret (*name) params;
-    FMI2_FORWARDED(FIELD)
-#undef FIELD
-} Inner;
-
 typedef struct Instance {
-    fmi2Component inner;
+    Slave *slave;
     fmi2CallbackFunctions host;     /* the master's, as given */
-    fmi2CallbackFunctions mine;     /* what the export library gets */
     char *name;
-    int fenced;                     /* the export library returned Fatal */
+    int fenced;                     /* a call returned fmi2Fatal */
     int logging;                    /* the master's loggingOn */
     char **categories;              /* the master's, NULL: all */
     size_t ncategories;
     fmi2Status logged;              /* worst status logged during a call */
+    fmi2Real last_successful_time;  /* fmi2LastSuccessfulTime */
+    int terminated;                 /* do_step returned False: fmi2Terminated */
 } Instance;
-
-static Inner inner;
-static pthread_mutex_t inner_lock = PTHREAD_MUTEX_INITIALIZER;
-static int inner_ready;
 
 static void host_log(const fmi2CallbackFunctions *cb, fmi2String name,
                      fmi2Status status, const char *fmt, ...)
@@ -82,7 +70,8 @@ static void host_log(const fmi2CallbackFunctions *cb, fmi2String name,
     va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
-    cb->logger(cb->componentEnvironment, name ? name : "", status, "logStatusError",
+    cb->logger(cb->componentEnvironment, name ? name : "", status,
+               status >= fmi2Error ? "logStatusError" : "logStatusDiscard",
                "%s", text);
 }
 
@@ -105,83 +94,20 @@ static int wanted(const Instance *inst, fmi2Status status,
     return inst->ncategories == 0;
 }
 
-/* The export library's log calls, handed on to the master verbatim. */
-static void forward_log(fmi2ComponentEnvironment env, fmi2String name,
-                        fmi2Status status, fmi2String category,
-                        fmi2String message, ...)
+/* The slave's messages (and the bridge's), handed on to the master. */
+static void forward_log(void *env, fmi2Status status, const char *category,
+                        const char *text)
 {
     Instance *inst = env;
 
-    if (!inst) {
-        return;
-    }
     if ((status == fmi2Discard || status == fmi2Error) &&
         status > inst->logged) {
         inst->logged = status;
     }
     if (inst->host.logger && wanted(inst, status, category)) {
-        inst->host.logger(inst->host.componentEnvironment, name, status,
-                          category ? category : "", "%s",
-                          message ? message : "");
+        inst->host.logger(inst->host.componentEnvironment, inst->name, status,
+                          category, "%s", text);
     }
-}
-
-static void *plain_calloc(size_t n, size_t size)
-{
-    return calloc(n, size);
-}
-
-/* This library's directory, with a trailing slash. */
-static int own_directory(char *dir, size_t len)
-{
-    Dl_info where;
-    const char *slash;
-
-    if (!dladdr((void *)own_directory, &where) || !where.dli_fname ||
-        !(slash = strrchr(where.dli_fname, '/'))) {
-        return -1;
-    }
-    snprintf(dir, len, "%.*s", (int)(slash - where.dli_fname + 1),
-             where.dli_fname);
-    return 0;
-}
-
-static int load_inner(char *err, size_t len)
-{
-    char path[PATH_MAX];
-    void *handle;
-    int ret = -1;
-
-    pthread_mutex_lock(&inner_lock);
-    if (inner_ready) {
-        ret = 0;
-        goto out;
-    }
-    if (own_directory(path, sizeof(path)) < 0) {
-        snprintf(err, len, "cannot tell where the FMU's binary is");
-        goto out;
-    }
-    strncat(path, EXPORT_LIBRARY, sizeof(path) - strlen(path) - 1);
-    /* Never unloaded: the slave's Python objects point into it. */
-    handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
-    if (!handle) {
-        snprintf(err, len, "cannot load the FMU's Python bridge: %s",
-                 dlerror());
-        goto out;
-    }
-#define BIND(name, ret, params) \
-    inner.name = (ret (*) params)dlsym(handle, #name); \
-    if (!inner.name) { \
-        snprintf(err, len, "%s lacks %s", path, #name); \
-        goto out; \
-    }
-    FMI2_FORWARDED(BIND)
-#undef BIND
-    inner_ready = 1;
-    ret = 0;
-out:
-    pthread_mutex_unlock(&inner_lock);
-    return ret;
 }
 
 static int hex(char c)
@@ -192,18 +118,15 @@ static int hex(char c)
 }
 
 /*
- * file:///p, file://localhost/p and file:/p, percent-escapes decoded, as
- * the file:///p the export library understands (it strips "file://" and
- * decodes nothing but %20).  Anything else is passed on unchanged.
+ * The directory a resource location names: file:///p, file://localhost/p
+ * and file:/p give /p with percent-escapes decoded.  Anything else is
+ * taken as a path as it is (a master that passes one).
  */
-static char *normalize_location(const char *uri)
+static char *resource_path(const char *uri)
 {
     const char *path = NULL;
     char *out, *o;
 
-    if (!uri) {
-        return NULL;
-    }
     if (!strncmp(uri, "file://localhost/", 17)) {
         path = uri + 16;
     } else if (!strncmp(uri, "file:///", 8)) {
@@ -214,12 +137,11 @@ static char *normalize_location(const char *uri)
     if (!path) {
         return strdup(uri);
     }
-    out = malloc(strlen(path) + 8);
+    out = malloc(strlen(path) + 1);
     if (!out) {
         return NULL;
     }
-    o = out + sprintf(out, "file://");
-    for (; *path; path++) {
+    for (o = out; *path; path++) {
         if (path[0] == '%' && hex(path[1]) >= 0 && hex(path[2]) >= 0) {
             *o++ = (char)(hex(path[1]) * 16 + hex(path[2]));
             path += 2;
@@ -241,6 +163,17 @@ FMI_EXPORT const char *fmi2GetVersion(void)
     return fmi2Version;
 }
 
+/* Python up and its API bound, once per process; -1 with the reason. */
+static int python_ready(char *err, size_t len)
+{
+    void *scope;
+
+    if (pyembed_ensure(&scope, err, len) < 0) {
+        return -1;
+    }
+    return bridge_init(scope, err, len);
+}
+
 FMI_EXPORT fmi2Component fmi2Instantiate(fmi2String name, fmi2Type type,
     fmi2String guid, fmi2String location,
     const fmi2CallbackFunctions *functions, fmi2Boolean visible,
@@ -248,8 +181,9 @@ FMI_EXPORT fmi2Component fmi2Instantiate(fmi2String name, fmi2Type type,
 {
     char err[1536];
     Instance *inst;
-    char *uri;
+    char *path = NULL;
 
+    (void)guid;
     if (!functions) {
         return NULL;
     }
@@ -258,32 +192,27 @@ FMI_EXPORT fmi2Component fmi2Instantiate(fmi2String name, fmi2Type type,
                  "this FMU supports co-simulation only");
         return NULL;
     }
-    if (pyembed_ensure(err, sizeof(err)) < 0 ||
-        load_inner(err, sizeof(err)) < 0) {
+    if (python_ready(err, sizeof(err)) < 0) {
         host_log(functions, name, fmi2Error, "cannot instantiate: %s", err);
         return NULL;
     }
     inst = calloc(1, sizeof(*inst));
-    uri = normalize_location(location);
-    if (!inst || !uri || !(inst->name = strdup(name ? name : ""))) {
+    if (location) {
+        path = resource_path(location);
+    }
+    if (!inst || (location && !path) ||
+        !(inst->name = strdup(name ? name : ""))) {
         host_log(functions, name, fmi2Error, "out of memory");
-        free(uri);
+        free(path);
         free(inst);
         return NULL;
     }
     inst->host = *functions;
-    inst->mine = *functions;
-    inst->mine.logger = forward_log;
-    inst->mine.componentEnvironment = inst;
-    if (!inst->mine.allocateMemory || !inst->mine.freeMemory) {
-        inst->mine.allocateMemory = plain_calloc;
-        inst->mine.freeMemory = free;
-    }
     inst->logging = logging;
-    inst->inner = inner.fmi2Instantiate(name, type, guid, uri, &inst->mine,
-                                        visible, fmi2True);
-    free(uri);
-    if (!inst->inner) {
+    inst->last_successful_time = NAN;
+    inst->slave = bridge_new(inst->name, path, visible, forward_log, inst);
+    free(path);
+    if (!inst->slave) {
         free(inst->name);
         free(inst);
         return NULL;
@@ -306,10 +235,11 @@ static Instance *usable(fmi2Component c, const char *function)
                  "fmi2FreeInstance may follow", function);
         return NULL;
     }
+    inst->logged = fmi2OK;
     return inst;
 }
 
-/* The status a forwarded call returns: the worse of answered and logged. */
+/* The status a call returns: the worse of answered and logged. */
 static fmi2Status settle(Instance *inst, fmi2Status status)
 {
     if (status == fmi2Fatal) {
@@ -340,15 +270,13 @@ FMI_EXPORT void fmi2FreeInstance(fmi2Component c)
     if (!inst) {
         return;
     }
-    if (!inst->fenced) {
-        inner.fmi2FreeInstance(inst->inner);
-    }
+    bridge_free(inst->slave, !inst->fenced);
     forget_categories(inst);
     free(inst->name);
     free(inst);
 }
 
-/* The master's logging settings stay here; the export library logs all. */
+/* The master's logging settings stay here; the bridge passes on all. */
 FMI_EXPORT fmi2Status fmi2SetDebugLogging(fmi2Component c, fmi2Boolean on,
                                           size_t n, const fmi2String cats[])
 {
@@ -374,27 +302,66 @@ FMI_EXPORT fmi2Status fmi2SetDebugLogging(fmi2Component c, fmi2Boolean on,
 }
 
 /*
- * Every other function: refuse on a fenced instance, forward, and fence the
- * instance if the export library reports Fatal.
+ * Every call into the slave: refuse on a fenced instance, call, settle
+ * (and fence the instance if the bridge answers Fatal).
  */
-#define FORWARD(name, params, args) \
+#define BRIDGED(name, params, call) \
     FMI_EXPORT fmi2Status name params \
     { \
         Instance *inst = usable(c, #name); \
         if (!inst) { \
             return fmi2Error; \
         } \
-        return settle(inst, inner.name args); \
+        return settle(inst, call); \
     }
 
-FORWARD(fmi2SetupExperiment,
+BRIDGED(fmi2SetupExperiment,
         (fmi2Component c, fmi2Boolean tol_defined, fmi2Real tol,
          fmi2Real start, fmi2Boolean stop_defined, fmi2Real stop),
-        (inst->inner, tol_defined, tol, start, stop_defined, stop))
-FORWARD(fmi2EnterInitializationMode, (fmi2Component c), (inst->inner))
-FORWARD(fmi2ExitInitializationMode, (fmi2Component c), (inst->inner))
-FORWARD(fmi2Terminate, (fmi2Component c), (inst->inner))
-FORWARD(fmi2Reset, (fmi2Component c), (inst->inner))
+        bridge_setup(inst->slave, tol_defined, tol, start, stop_defined, stop))
+BRIDGED(fmi2EnterInitializationMode, (fmi2Component c),
+        bridge_hook(inst->slave, "enter_initialization_mode"))
+BRIDGED(fmi2ExitInitializationMode, (fmi2Component c),
+        bridge_hook(inst->slave, "exit_initialization_mode"))
+BRIDGED(fmi2Terminate, (fmi2Component c),
+        bridge_hook(inst->slave, "terminate"))
+
+FMI_EXPORT fmi2Status fmi2Reset(fmi2Component c)
+{
+    Instance *inst = usable(c, "fmi2Reset");
+    fmi2Status status;
+
+    if (!inst) {
+        return fmi2Error;
+    }
+    status = bridge_reset(inst->slave);
+    if (status == fmi2OK) {
+        inst->terminated = 0;
+        inst->last_successful_time = NAN;
+    }
+    return settle(inst, status);
+}
+
+FMI_EXPORT fmi2Status fmi2DoStep(fmi2Component c, fmi2Real t, fmi2Real h,
+                                 fmi2Boolean no_prior)
+{
+    Instance *inst = usable(c, "fmi2DoStep");
+    fmi2Status status;
+
+    (void)no_prior;
+    if (!inst) {
+        return fmi2Error;
+    }
+    status = bridge_do_step(inst->slave, t, h);
+    if (status == fmi2OK) {
+        inst->last_successful_time = t + h;
+    } else if (status == fmi2Discard) {
+        /* do_step returned False: the simulation cannot go on. */
+        inst->last_successful_time = t;
+        inst->terminated = 1;
+    }
+    return settle(inst, status);
+}
 
 static int arrays_given(Instance *inst, const char *function,
                         const void *vr, const void *value, size_t n)
@@ -435,19 +402,6 @@ static int utf8(const unsigned char *s)
     return 1;
 }
 
-#define ACCESSOR(name, type, check) \
-    FMI_EXPORT fmi2Status name(fmi2Component c, \
-                               const fmi2ValueReference vr[], size_t n, \
-                               type value[]) \
-    { \
-        Instance *inst = usable(c, #name); \
-        if (!inst || !arrays_given(inst, #name, vr, value, n) || \
-            !check(inst, #name, vr, value, n)) { \
-            return fmi2Error; \
-        } \
-        return settle(inst, inner.name(inst->inner, vr, n, value)); \
-    }
-
 #define NO_CHECK(inst, function, vr, value, n) 1
 
 static int strings_ok(Instance *inst, const char *function,
@@ -468,54 +422,156 @@ static int strings_ok(Instance *inst, const char *function,
     return 1;
 }
 
-ACCESSOR(fmi2GetReal, fmi2Real, NO_CHECK)
-ACCESSOR(fmi2GetInteger, fmi2Integer, NO_CHECK)
-ACCESSOR(fmi2GetBoolean, fmi2Boolean, NO_CHECK)
-ACCESSOR(fmi2GetString, fmi2String, NO_CHECK)
-ACCESSOR(fmi2SetReal, const fmi2Real, NO_CHECK)
-ACCESSOR(fmi2SetInteger, const fmi2Integer, NO_CHECK)
-ACCESSOR(fmi2SetBoolean, const fmi2Boolean, NO_CHECK)
-ACCESSOR(fmi2SetString, const fmi2String, strings_ok)
+#define ACCESSOR(name, type, how, kind, check) \
+    FMI_EXPORT fmi2Status name(fmi2Component c, \
+                               const fmi2ValueReference vr[], size_t n, \
+                               type value[]) \
+    { \
+        Instance *inst = usable(c, #name); \
+        if (!inst || !arrays_given(inst, #name, vr, value, n) || \
+            !check(inst, #name, vr, value, n)) { \
+            return fmi2Error; \
+        } \
+        return settle(inst, how(inst->slave, kind, vr, n, value)); \
+    }
 
-FORWARD(fmi2GetFMUstate, (fmi2Component c, fmi2FMUstate *state),
-        (inst->inner, state))
-FORWARD(fmi2SetFMUstate, (fmi2Component c, fmi2FMUstate state),
-        (inst->inner, state))
-FORWARD(fmi2FreeFMUstate, (fmi2Component c, fmi2FMUstate *state),
-        (inst->inner, state))
-FORWARD(fmi2SerializedFMUstateSize,
+ACCESSOR(fmi2GetReal, fmi2Real, bridge_get, 'r', NO_CHECK)
+ACCESSOR(fmi2GetInteger, fmi2Integer, bridge_get, 'i', NO_CHECK)
+ACCESSOR(fmi2GetBoolean, fmi2Boolean, bridge_get, 'b', NO_CHECK)
+ACCESSOR(fmi2GetString, fmi2String, bridge_get, 's', NO_CHECK)
+ACCESSOR(fmi2SetReal, const fmi2Real, bridge_set, 'r', NO_CHECK)
+ACCESSOR(fmi2SetInteger, const fmi2Integer, bridge_set, 'i', NO_CHECK)
+ACCESSOR(fmi2SetBoolean, const fmi2Boolean, bridge_set, 'b', NO_CHECK)
+ACCESSOR(fmi2SetString, const fmi2String, bridge_set, 's', strings_ok)
+
+BRIDGED(fmi2GetFMUstate, (fmi2Component c, fmi2FMUstate *state),
+        bridge_get_state(inst->slave, state))
+BRIDGED(fmi2SetFMUstate, (fmi2Component c, fmi2FMUstate state),
+        bridge_set_state(inst->slave, state))
+BRIDGED(fmi2FreeFMUstate, (fmi2Component c, fmi2FMUstate *state),
+        bridge_free_state(inst->slave, state))
+BRIDGED(fmi2SerializedFMUstateSize,
         (fmi2Component c, fmi2FMUstate state, size_t *size),
-        (inst->inner, state, size))
-FORWARD(fmi2SerializeFMUstate,
+        bridge_state_size(inst->slave, state, size))
+BRIDGED(fmi2SerializeFMUstate,
         (fmi2Component c, fmi2FMUstate state, fmi2Byte bytes[], size_t size),
-        (inst->inner, state, bytes, size))
-FORWARD(fmi2DeSerializeFMUstate,
+        bridge_serialize(inst->slave, state, bytes, size))
+BRIDGED(fmi2DeSerializeFMUstate,
         (fmi2Component c, const fmi2Byte bytes[], size_t size,
          fmi2FMUstate *state),
-        (inst->inner, bytes, size, state))
-FORWARD(fmi2GetDirectionalDerivative,
-        (fmi2Component c, const fmi2ValueReference unknowns[], size_t nu,
-         const fmi2ValueReference knowns[], size_t nk,
-         const fmi2Real dknown[], fmi2Real dunknown[]),
-        (inst->inner, unknowns, nu, knowns, nk, dknown, dunknown))
-FORWARD(fmi2SetRealInputDerivatives,
-        (fmi2Component c, const fmi2ValueReference vr[], size_t n,
-         const fmi2Integer order[], const fmi2Real value[]),
-        (inst->inner, vr, n, order, value))
-FORWARD(fmi2GetRealOutputDerivatives,
-        (fmi2Component c, const fmi2ValueReference vr[], size_t n,
-         const fmi2Integer order[], fmi2Real value[]),
-        (inst->inner, vr, n, order, value))
-FORWARD(fmi2DoStep,
-        (fmi2Component c, fmi2Real t, fmi2Real h, fmi2Boolean no_prior),
-        (inst->inner, t, h, no_prior))
-FORWARD(fmi2CancelStep, (fmi2Component c), (inst->inner))
+        bridge_deserialize(inst->slave, bytes, size, state))
 
-#define STATUS(name, type) \
-    FORWARD(name, (fmi2Component c, const fmi2StatusKind kind, type *value), \
-            (inst->inner, kind, value))
-STATUS(fmi2GetStatus, fmi2Status)
-STATUS(fmi2GetRealStatus, fmi2Real)
-STATUS(fmi2GetIntegerStatus, fmi2Integer)
-STATUS(fmi2GetBooleanStatus, fmi2Boolean)
-STATUS(fmi2GetStringStatus, fmi2String)
+/* What the model description does not claim: an Error, as pythonfmu had. */
+static fmi2Status unsupported(fmi2Component c, const char *function)
+{
+    Instance *inst = usable(c, function);
+
+    if (inst) {
+        host_log(&inst->host, inst->name, fmi2Error,
+                 "%s is not supported by this FMU", function);
+    }
+    return fmi2Error;
+}
+
+FMI_EXPORT fmi2Status fmi2GetDirectionalDerivative(fmi2Component c,
+    const fmi2ValueReference unknowns[], size_t nu,
+    const fmi2ValueReference knowns[], size_t nk, const fmi2Real dknown[],
+    fmi2Real dunknown[])
+{
+    (void)unknowns, (void)nu, (void)knowns, (void)nk, (void)dknown;
+    (void)dunknown;
+    return unsupported(c, "fmi2GetDirectionalDerivative");
+}
+
+FMI_EXPORT fmi2Status fmi2SetRealInputDerivatives(fmi2Component c,
+    const fmi2ValueReference vr[], size_t n, const fmi2Integer order[],
+    const fmi2Real value[])
+{
+    (void)vr, (void)n, (void)order, (void)value;
+    return unsupported(c, "fmi2SetRealInputDerivatives");
+}
+
+FMI_EXPORT fmi2Status fmi2GetRealOutputDerivatives(fmi2Component c,
+    const fmi2ValueReference vr[], size_t n, const fmi2Integer order[],
+    fmi2Real value[])
+{
+    (void)vr, (void)n, (void)order, (void)value;
+    return unsupported(c, "fmi2GetRealOutputDerivatives");
+}
+
+/* fmi2DoStep never answers fmi2Pending: there is no step to cancel. */
+FMI_EXPORT fmi2Status fmi2CancelStep(fmi2Component c)
+{
+    return unsupported(c, "fmi2CancelStep");
+}
+
+/*
+ * The status inquiries: fmi2LastSuccessfulTime and fmi2Terminated are
+ * known; anything else is not available (fmi2Discard, as FMI 2.0 says).
+ */
+static fmi2Status status_of(fmi2Component c, const char *function,
+                            const void *value, fmi2StatusKind kind, int known)
+{
+    Instance *inst = usable(c, function);
+
+    if (!inst) {
+        return fmi2Error;
+    }
+    if (!value) {
+        host_log(&inst->host, inst->name, fmi2Error, "%s: no place for the "
+                 "value (NULL)", function);
+        return fmi2Error;
+    }
+    if ((int)kind != known) {
+        host_log(&inst->host, inst->name, fmi2Discard, "%s: status kind %d "
+                 "is not available", function, (int)kind);
+        return fmi2Discard;
+    }
+    return fmi2OK;
+}
+
+FMI_EXPORT fmi2Status fmi2GetStatus(fmi2Component c, const fmi2StatusKind kind,
+                                    fmi2Status *value)
+{
+    return status_of(c, "fmi2GetStatus", value, kind, -1);
+}
+
+FMI_EXPORT fmi2Status fmi2GetRealStatus(fmi2Component c,
+                                        const fmi2StatusKind kind,
+                                        fmi2Real *value)
+{
+    fmi2Status status = status_of(c, "fmi2GetRealStatus", value, kind,
+                                  fmi2LastSuccessfulTime);
+
+    if (status == fmi2OK) {
+        *value = ((Instance *)c)->last_successful_time;
+    }
+    return status;
+}
+
+FMI_EXPORT fmi2Status fmi2GetIntegerStatus(fmi2Component c,
+                                           const fmi2StatusKind kind,
+                                           fmi2Integer *value)
+{
+    return status_of(c, "fmi2GetIntegerStatus", value, kind, -1);
+}
+
+FMI_EXPORT fmi2Status fmi2GetBooleanStatus(fmi2Component c,
+                                           const fmi2StatusKind kind,
+                                           fmi2Boolean *value)
+{
+    fmi2Status status = status_of(c, "fmi2GetBooleanStatus", value, kind,
+                                  fmi2Terminated);
+
+    if (status == fmi2OK) {
+        *value = ((Instance *)c)->terminated ? fmi2True : fmi2False;
+    }
+    return status;
+}
+
+FMI_EXPORT fmi2Status fmi2GetStringStatus(fmi2Component c,
+                                          const fmi2StatusKind kind,
+                                          fmi2String *value)
+{
+    return status_of(c, "fmi2GetStringStatus", value, kind, -1);
+}

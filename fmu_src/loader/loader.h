@@ -11,8 +11,9 @@
 
 /*
  * Make sure the process has a running CPython whose symbols are global.
- * 0 when it has, -1 with a message for the FMU log in err.
+ * 0 when it has, with *scope the dlsym handle to find its API in; -1 with
+ * a message for the FMU log in err.
  */
-int pyembed_ensure(char *err, size_t len);
+int pyembed_ensure(void **scope, char *err, size_t len);
 
 #endif

@@ -4,12 +4,12 @@
  * Copyright (c) 2026 qemu-fmu contributors
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * The FMU's slave is Python code behind pythonfmu's export library, whose
- * Py* symbols are undefined and must come from the process's global
- * scope.  Python masters (fmpy, libcosimpy) already have them there.  A C
- * or C++ master has none, and loads our library RTLD_LOCAL, so a libpython
- * it needs must be opened RTLD_GLOBAL: CPython's own extension modules
- * (_ctypes, ...) resolve the interpreter's symbols globally too.
+ * The FMU's slave is Python code (bridge.c calls it).  Python masters
+ * (fmpy, libcosimpy) already run an interpreter whose symbols are global:
+ * that one is used.  A C or C++ master has none, and loads our library
+ * RTLD_LOCAL, so the libpython we load must be opened RTLD_GLOBAL:
+ * CPython's own extension modules (_ctypes, ...) resolve the
+ * interpreter's symbols globally.
  *
  * The interpreter we start is told where its own standard library is, from
  * the path of the libpython actually loaded, because without a home it
@@ -45,6 +45,7 @@ static const char *const libpython_names[] = {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int ready;
+static void *api_scope;     /* where the running Python's API is */
 
 static void say(char *err, size_t len, const char *fmt, ...)
 {
@@ -223,18 +224,19 @@ static int start_python(void *scope, char *err, size_t len)
         return -1;
     }
     /*
-     * Hand the GIL back: pythonfmu takes it per call with PyGILState_Ensure,
+     * Hand the GIL back: bridge.c takes it per call with PyGILState_Ensure,
      * from whatever thread the master calls on.  The interpreter is never
-     * finalized; it ends with the process.
+     * finalized (nothing here runs at exit or unload); it ends with the
+     * process.
      */
     api.PyEval_SaveThread();
     return 0;
 }
 
-int pyembed_ensure(char *err, size_t len)
+int pyembed_ensure(void **scope, char *err, size_t len)
 {
     int (*is_initialized)(void);
-    void *handle;
+    void *handle = RTLD_DEFAULT;
     int ret = 0;
 
     pthread_mutex_lock(&lock);
@@ -243,7 +245,9 @@ int pyembed_ensure(char *err, size_t len)
     }
     is_initialized = (int (*)(void))dlsym(RTLD_DEFAULT, "Py_IsInitialized");
     if (is_initialized && is_initialized()) {
-        ready = 1;      /* a Python master: use its interpreter */
+        /* A Python master, or our own Python from before a reload. */
+        api_scope = RTLD_DEFAULT;
+        ready = 1;
         goto out;
     }
     if (is_initialized) {
@@ -253,8 +257,11 @@ int pyembed_ensure(char *err, size_t len)
         handle = load_libpython(err, len);
         ret = handle ? start_python(handle, err, len) : -1;
     }
+    /* Never dlclose'd: the interpreter lives on until the process ends. */
+    api_scope = handle;
     ready = ret == 0;
 out:
+    *scope = api_scope;
     pthread_mutex_unlock(&lock);
     return ret;
 }

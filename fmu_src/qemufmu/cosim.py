@@ -238,8 +238,9 @@ class _Instance:
     def close(self) -> None:
         """Terminate and free, unless an FMI call failed: then, like fmpy,
         leave the instance alone (our FMU has already stopped its QEMU, and
-        pythonfmu 0.7 crashes the process on fmi2Terminate or
-        fmi2FreeInstance after a failed fmi2DoStep)."""
+        FMUs that run on pythonfmu's own export library, which a system may
+        hold, crash the process on fmi2Terminate or fmi2FreeInstance after a
+        failed fmi2DoStep)."""
         if not self.live or self.broken:
             return
         self.live = False

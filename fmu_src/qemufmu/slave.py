@@ -7,20 +7,18 @@ channels; each kind of I/O (the console, the signals of docs/signals.md,
 arguments, its input and output of each step and its part of an FMU state.
 The slave owns time, QEMU's life and the FMI calls, and loops over channels.
 
-No hook raises: pythonfmu would turn an exception into fmi2Fatal, lose its
-message and go on using the slave it freed.  A failure is logged with the
-status the call must return (Error for a misuse, Discard when the
-simulation ended), and the FMU's loader shim (fmu_src/loader) returns the
-worst status logged during the call.
+No hook raises on purpose: a failure is logged with the status the call
+must return (Error for a misuse, Discard when the simulation ended), and
+the FMU's loader (fmu_src/loader) returns the worst status logged during
+the call; an exception that escapes anyway (a bug) reaches the master as
+fmi2Error with its message (docs/fmu-loader.md).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import re
-import sys
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -94,18 +92,6 @@ RESERVED = set(PARAMETERS) | set(OUTPUTS) | channels.fixed_names()
 Wires = list[tuple[str, list[Channel]]]
 
 
-def _keep_module_namespace(cls: type) -> None:
-    """Work around pythonfmu 0.7's loader, which releases one reference to
-    the model script's module namespace per instantiation without having
-    taken it.  A script whose namespace nothing else holds (ours define no
-    functions) then loses it after the first instance, and the next
-    instantiation in the same process fails or crashes the master.
-    """
-    module = sys.modules.get(cls.__module__)
-    if module is not None:
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(vars(module)))
-
-
 class QemuSlave(Fmi2Slave):
     """An emulated machine running in lock-step with the master."""
 
@@ -119,7 +105,6 @@ class QemuSlave(Fmi2Slave):
 
     def __init__(self, **kwargs) -> None:
         # pythonfmu instantiates this class at build time: nothing heavy here.
-        _keep_module_namespace(type(self))
         super().__init__(**kwargs)
         defaults = QemuConfig(**self.parameter_defaults)
         me = weakref.ref(self)
