@@ -197,11 +197,20 @@ def artifacts(guests: Path) -> dict[str, Callable[[Path], list[str]]]:
     node = udp("udp_node.toml", "arm-udp_node.elf")
     pair = udp("udp_pair.toml", "arm-udp_pair.elf")
 
+    def linux_node(path: Path, data: bytes | None, what: str) -> list[str]:
+        return (stale_signal_fmu(path, linux / "vmlinux", NETWORK / "linux_node.toml",
+                                 what, data, initrd=linux / "initrd.cpio")
+                + newer_inputs(path, what, [NETWORK / "build.py"]))
+
     return {
         "qemu.fmu": lambda p: stale_fmu(p, guests / "arm-default.elf",
                                         "qemu.fmu"),
         "UdpNode.fmu": lambda p: node(p, None, "UdpNode.fmu"),
         "UdpPair.fmu": lambda p: pair(p, None, "UdpPair.fmu"),
+        "net_ping.ssp": lambda p: stale_ssp(
+            p, None, {"resources/LinuxNode.fmu": linux_node,
+                      "resources/Network.fmu": stale_network},
+            "net_ping.ssp", NETWORK / "build.py"),
         "net_udp_pair.ssp": lambda p: stale_ssp(
             p, None, {"resources/UdpPair.fmu": pair, "resources/UdpNode.fmu": node,
                       "resources/Network.fmu": stale_network},
@@ -228,4 +237,4 @@ MAKE = {"qemu.fmu": "make fmu", "Network.fmu": "make fmu",
         "closed_loop.ssp": "make closed-loop",
         "closed_loop_linux.ssp": "make closed-loop",
         "UdpNode.fmu": "make network", "UdpPair.fmu": "make network",
-        "net_udp_pair.ssp": "make network"}
+        "net_udp_pair.ssp": "make network", "net_ping.ssp": "make network"}

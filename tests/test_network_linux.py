@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, built
+from conftest import REPO, checked
 from qemufmu import cosim
 from qemufmu.cases import Case
 from qemufmu.network.link import serialization_ns
@@ -31,8 +31,9 @@ RUNS: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="module")
-def ssp(fmus) -> Path:
-    return built(SSP, "make network")
+def ssp(fmus, guests) -> Path:
+    """dist/net_ping.ssp, checked to match its sources."""
+    return checked(guests, SSP.name)
 
 
 @pytest.fixture(scope="module")
