@@ -188,6 +188,7 @@ def test_a_sweep_over_delay_and_loss(ssp):
     assert last.loc["d2ms", "client.eth0_late"] == 0
     assert last.loc["d5ms", "client.eth0_frames_in"] == 9    # one still in flight
     assert last.loc["lossy", "net.lost"] > 0
-    lossy = table[table.case == "lossy"].drop(columns="case").reset_index(drop=True)
-    again = table[table.case == "lossy-again"].drop(columns="case").reset_index(drop=True)
-    assert lossy.equals(again)
+    def rows(case: str):
+        return table[table.case == case].drop(columns="case").reset_index(drop=True)
+
+    assert rows("lossy").equals(rows("lossy-again"))
