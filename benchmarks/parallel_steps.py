@@ -34,12 +34,20 @@ from qemufmu.sspwrite import Element, write_ssp  # noqa: E402
 from qemufmu.system import read_system  # noqa: E402
 
 
-def measure(path: Path, n: int, steps: int, parallel: bool) -> tuple[float, dict]:
+def measure(path: Path, n: int, steps: int, parallel: bool,
+            busy: bool) -> tuple[float, dict]:
     system = read_system(path)
     record = tuple(f"ecu{k}.console" for k in range(n))
     settings = cosim.Settings(steps * 1e-3, 1e-3, record, parallel=parallel)
-    result = cosim.run_case(system, path, cosim.digest_of(path), Case("b", ()),
-                            settings)
+    starts: tuple = ()
+    if busy:
+        image = REPO / "firmware" / "build" / "x86-busy.elf"
+        starts = tuple((f"ecu{k}.{var}", value) for k in range(n)
+                       for var, value in (("guest_image", str(image)),
+                                          ("qemu_system", "x86_64"),
+                                          ("machine", "pc")))
+    result = cosim.run_case(system, path, cosim.digest_of(path),
+                            Case("b", starts), settings)
     if result.status != cosim.STATUS_OK:
         raise SystemExit(f"parallel_steps.py: {n} ECUs: {result.message}")
     return result.wall_s - result.init_s, result.values
@@ -52,6 +60,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="2,4 ECUs, 200 steps, 1 rep")
+    p.add_argument("--busy", action="store_true",
+                   help="x86-busy guests (a guest that computes all the time) "
+                        "instead of the default idle-most Cortex-M")
     args = p.parse_args()
     if args.quick:
         args.ecus, args.steps, args.reps = "2,4", 200, 1
@@ -71,7 +82,8 @@ def main() -> int:
                     print(f"{n} ECUs, rep {rep + 1}, "
                           f"{'parallel' if parallel else 'in turn'}",
                           file=sys.stderr)
-                    wall, values = measure(path, n, args.steps, parallel)
+                    wall, values = measure(path, n, args.steps, parallel,
+                                           args.busy)
                     if reference is None:
                         reference = values
                     elif values != reference:
@@ -80,8 +92,9 @@ def main() -> int:
                     times[parallel].append(wall)
             turn, par = (statistics.median(times[x]) for x in (False, True))
             rows.append((n, turn, par))
-    print(f"| ECUs | in turn (s, {args.steps} steps of 1 ms) | parallel (s) "
-          "| speed-up |")
+    guest = "x86-busy" if args.busy else "default Cortex-M (1 kHz SysTick)"
+    print(f"| ECUs ({guest}) | in turn (s, {args.steps} steps of 1 ms) "
+          "| parallel (s) | speed-up |")
     print("|---|---|---|---|")
     for n, turn, par in rows:
         print(f"| {n} | {turn:.3f} | {par:.3f} | {turn / par:.2f}x |")

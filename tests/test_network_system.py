@@ -190,6 +190,45 @@ def test_a_sweep_over_delay_and_loss(ssp):
     assert last.loc["d2ms", "client.eth0_late"] == 0
     assert last.loc["d5ms", "client.eth0_frames_in"] == 9    # one still in flight
     assert last.loc["lossy", "net.lost"] > 0
-    lossy = table[table.case == "lossy"].drop(columns="case").reset_index(drop=True)
-    again = table[table.case == "lossy-again"].drop(columns="case").reset_index(drop=True)
-    assert lossy.equals(again)
+    def rows(case: str):
+        return table[table.case == case].drop(columns="case").reset_index(drop=True)
+
+    assert rows("lossy").equals(rows("lossy-again"))
+
+
+def test_a_c_master_runs_the_system_to_the_same_bytes(ssp, tmp_path):
+    """Our C master (tests/c_hosts/fmi2_host.c, loading like FMI Library,
+    no Python of its own) steps the three FMUs in Jacobi order and copies
+    the port strings: the same consoles and capture as our Python master."""
+    import zipfile
+
+    from c_host import compile_host, run_host, start, unpack
+
+    host = compile_host("fmi2_host.c", tmp_path / "fmi2_host", "-ldl")
+    units = {}
+    with zipfile.ZipFile(ssp) as z:
+        for comp, name in (("client", "UdpPair"), ("node", "UdpNode"),
+                           ("net", "Network")):
+            path = tmp_path / f"{name}.fmu"
+            path.write_bytes(z.read(f"resources/{name}.fmu"))
+            units[comp] = unpack(path, tmp_path / comp)
+    out = tmp_path / "c"
+    files = dict(starts(out))
+    script = start(units["net"], "net", 0, delay=("r", "0.005"),
+                   bit_rate=("r", "100e6"),
+                   capture_file=("s", files["net.capture_file"]))
+    for comp in ("client", "node"):
+        script += start(units[comp], comp, 0,
+                        console_file=("s", files[f"{comp}.console_file"]))
+    for a, va, b, vb in (("client", "eth0_out", "net", "port0_in"),
+                         ("net", "port0_out", "client", "eth0_in"),
+                         ("node", "eth0_out", "net", "port1_in"),
+                         ("net", "port1_out", "node", "eth0_in")):
+        script += f"wire {a} {units[a].vrs[va]} {b} {units[b].vrs[vb]}\n"
+    script += "cosim - 0 0.001 100\n"
+    script += "".join(f"term {c}\nfree {c}\n" for c in ("client", "node", "net"))
+    done = run_host(host, script, tmp_path, timeout=120)
+    assert "cosim steps=100 -> 0\n" in done.stdout, done.stdout + done.stderr
+    run_cosim(ssp, tmp_path / "py")
+    for name in ("net.pcapng", "client.txt", "node.txt"):
+        assert (out / name).read_bytes() == (tmp_path / "py" / name).read_bytes(), name

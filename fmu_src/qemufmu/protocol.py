@@ -119,6 +119,10 @@ class Endpoint:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._timeout: float | None = None
+        # Bytes read ahead: a frame's header and payload (and, for a step
+        # with DATA frames, the next frames) come in one recv, not one each:
+        # with a timeout set every recv is a poll and a read.
+        self._ahead = bytearray()
 
     @classmethod
     def pair(cls) -> tuple[Endpoint, socket.socket]:
@@ -140,10 +144,10 @@ class Endpoint:
         if timeout != self._timeout:  # a syscall: keep it off the hot path
             self._sock.settimeout(timeout)
             self._timeout = timeout
-        buf = bytearray()  # amortized appends: frames go up to 16 MiB
+        buf = self._ahead  # amortized appends: frames go up to 16 MiB
         try:
             while len(buf) < size:
-                chunk = self._sock.recv(min(size - len(buf), 1 << 20))
+                chunk = self._sock.recv(min(max(size - len(buf), 1 << 16), 1 << 20))
                 if not chunk:
                     raise QemuGone("QEMU closed the synchronization socket")
                 buf += chunk
@@ -153,7 +157,9 @@ class Endpoint:
             ) from e
         except ConnectionResetError as e:
             raise QemuGone("QEMU reset the synchronization socket") from e
-        return bytes(buf)
+        data = bytes(buf[:size])
+        del buf[:size]
+        return data
 
     def close(self) -> None:
         """Close our end; QEMU sees end-of-file and exits with status 0."""

@@ -20,6 +20,10 @@
  *   serialize ID                          the ID's state to bytes kept
  *   deserialize ID [FROM]                 bytes (FROM's, else ID's) to the
  *                                         ID's state
+ *   wire FROM VR TO VR       a String connection: FROM's output to TO's input
+ *   cosim - T0 H N           N Jacobi steps of every instance, in load
+ *                            order, then every wire (stops at the first
+ *                            status that is not fmi2OK)
  *
  * Two IDs may name two FMUs or two instances of one.  Exit status 0 when
  * the script ran to its end, whatever the FMU answered.
@@ -51,6 +55,16 @@ typedef struct Slot {
 } Slot;
 
 static Slot slots[MAX_SLOTS];
+
+#define MAX_WIRES 32
+
+typedef struct Wire {
+    Slot *from, *to;
+    fmi2ValueReference out, in;
+} Wire;
+
+static Wire wires[MAX_WIRES];
+static int nwires;
 
 static void logger(fmi2ComponentEnvironment env, fmi2String name,
                    fmi2Status status, fmi2String category,
@@ -192,6 +206,54 @@ static void run(Slot *s, double t0, double h, long n)
     printf("run %s steps=%ld -> %d\n", s->id, k, st);
 }
 
+/*
+ * A fixed-step Jacobi master over String connections, as a C master of a
+ * network system does it: every instance steps from t to t + h, then each
+ * output goes to its input (copied: an fmi2GetString result lives only
+ * until the next call on that instance).
+ */
+static void cosim(double t0, double h, long n)
+{
+    fmi2Status st = fmi2OK;
+    const char *who = "";
+    long k;
+    int i;
+
+    for (k = 0; k < n && st == fmi2OK; k++) {
+        char *values[MAX_WIRES];
+
+        for (i = 0; i < MAX_SLOTS && st == fmi2OK; i++) {
+            if (slots[i].c) {
+                st = slots[i].fmi2DoStep(slots[i].c, t0 + k * h, h, fmi2True);
+                who = slots[i].id;
+            }
+        }
+        for (i = 0; i < nwires && st == fmi2OK; i++) {
+            fmi2String v = NULL;
+
+            st = wires[i].from->fmi2GetString(wires[i].from->c, &wires[i].out,
+                                              1, &v);
+            values[i] = strdup(v ? v : "");
+            who = wires[i].from->id;
+        }
+        for (i = 0; i < nwires && st == fmi2OK; i++) {
+            fmi2String v = values[i];
+
+            st = wires[i].to->fmi2SetString(wires[i].to->c, &wires[i].in, 1,
+                                            &v);
+            who = wires[i].to->id;
+        }
+        if (st == fmi2OK) {
+            i = nwires;
+        }
+        while (i-- > 0) {
+            free(values[i]);
+        }
+    }
+    printf("cosim steps=%ld -> %d%s%s\n", k, st, st ? " at " : "",
+           st ? who : "");
+}
+
 static void state_cmd(Slot *s, const char *cmd, const Slot *from)
 {
     fmi2Status st;
@@ -244,6 +306,21 @@ int main(int argc, char **argv)
         }
         if (!strcmp(cmd, "children")) {
             printf("children %d\n", qemu_children());
+            continue;
+        }
+        if (!strcmp(cmd, "cosim")) {
+            cosim(strtod(a, NULL), strtod(b, NULL), atol(c));
+            continue;
+        }
+        if (!strcmp(cmd, "wire")) {
+            if (nwires == MAX_WIRES) {
+                fprintf(stderr, "fmi2_host: more than %d wires\n", MAX_WIRES);
+                return 2;
+            }
+            wires[nwires++] = (Wire){ slot(id, 0), slot(b, 0),
+                                      (fmi2ValueReference)atol(a),
+                                      (fmi2ValueReference)atol(c) };
+            printf("wire %s %s -> %s %s\n", id, a, b, c);
             continue;
         }
         Slot *s = slot(id, !strcmp(cmd, "load"));
