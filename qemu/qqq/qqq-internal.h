@@ -105,6 +105,8 @@ typedef struct QqqWire {
     bool stopping;      /* a wait ended because wake_fd became readable */
     int64_t flush_until_ms; /* stopping: last frames may be written till then */
     GByteArray *buf;
+    GByteArray *ahead;  /* bytes read past the frame being read */
+    size_t ahead_pos;
 } QqqWire;
 
 /*

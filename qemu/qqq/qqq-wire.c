@@ -98,22 +98,66 @@ static bool wire_wait(QqqWire *w, short events)
 }
 
 /*
+ * Small reads go through w->ahead: a frame's header and payload, usually
+ * sent together, then take one wait and one recv instead of two each.
+ * Reads of at least QQQ_AHEAD bytes go straight to their destination.
+ */
+#define QQQ_AHEAD 4096
+
+static size_t take_ahead(QqqWire *w, void *buf, size_t len)
+{
+    size_t n = w->ahead ? MIN(len, w->ahead->len - w->ahead_pos) : 0;
+
+    memcpy(buf, w->ahead->data + w->ahead_pos, n);
+    w->ahead_pos += n;
+    if (n && w->ahead_pos == w->ahead->len) {
+        g_byte_array_set_size(w->ahead, 0);
+        w->ahead_pos = 0;
+    }
+    return n;
+}
+
+/*
  * Read exactly len bytes.  Returns false if the stream ends (or breaks)
  * before the first byte of a frame, or a wait is cut short (wire_wait);
  * ending inside a frame is malformed, except in version 1, whose messages
- * have no frame to be inside of.
+ * have no frame to be inside of.  Bytes already read ahead come first and
+ * need no wait: they were queued before anything that followed them.
  */
 static bool wire_recv(QqqWire *w, void *buf, size_t len, bool frame_start)
 {
-    size_t done = 0;
+    size_t done;
+
+    /*
+     * A frame read ahead (the simulator sent frames before their replies)
+     * waits for no poll; QEMU told to quit must still not start it.
+     */
+    if (frame_start && w->ahead && w->ahead_pos < w->ahead->len &&
+        (w->stopping || (w->wake_fd >= 0 &&
+                         poll(&(struct pollfd){ .fd = w->wake_fd,
+                                                .events = POLLIN }, 1, 0) > 0))) {
+        w->stopping = true;
+        return false;
+    }
+    done = take_ahead(w, buf, len);
 
     while (done < len) {
+        bool small = len - done < QQQ_AHEAD;
         ssize_t n;
 
         if (!wire_wait(w, POLLIN)) {
             return false;
         }
-        n = recv(w->fd, (char *)buf + done, len - done, MSG_DONTWAIT);
+        if (small) {
+            if (!w->ahead) {
+                w->ahead = g_byte_array_sized_new(QQQ_AHEAD);
+            }
+            g_byte_array_set_size(w->ahead, QQQ_AHEAD);
+            n = recv(w->fd, w->ahead->data, QQQ_AHEAD, MSG_DONTWAIT);
+            g_byte_array_set_size(w->ahead, MAX(n, 0));
+        } else {
+            n = recv(w->fd, (char *)buf + done, len - done, MSG_DONTWAIT);
+        }
         if (n < 0 && (errno == EINTR || errno == EAGAIN ||
                       errno == EWOULDBLOCK)) {
             continue;
@@ -125,7 +169,7 @@ static bool wire_recv(QqqWire *w, void *buf, size_t len, bool frame_start)
             qqq_malformed("truncated: the stream ended after %zu of %zu "
                           "bytes", done, len);
         }
-        done += n;
+        done += small ? take_ahead(w, (char *)buf + done, len - done) : n;
     }
     return true;
 }
