@@ -12,11 +12,8 @@ the FMU's loader shim makes the call return the worst status logged.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
-import re
-import sys
 import weakref
 from pathlib import Path
 
@@ -36,6 +33,7 @@ from qemufmu.fmustate import BadState, FmuState, StateError
 from qemufmu.network.capture import INBOUND, OUTBOUND, Capture
 from qemufmu.network.link import LinkParams, ParameterError
 from qemufmu.network.link import Network as Model
+from qemufmu.slavebase import CheckedSlave
 
 KINDS = {"Real": Real, "Integer": Integer, "Boolean": Boolean, "String": String}
 PARAMETERS = {
@@ -58,14 +56,6 @@ COUNTERS = {
 }
 
 
-def _keep_module_namespace(cls: type) -> None:
-    """pythonfmu 0.7's loader releases a reference to the script module's
-    namespace per instantiation without taking one (see qemufmu/slave.py)."""
-    module = sys.modules.get(cls.__module__)
-    if module is not None:
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(vars(module)))
-
-
 def _ports(resources: str | None) -> int:
     """Ports fixed at build time: resources/network.json, else 2."""
     try:
@@ -75,7 +65,7 @@ def _ports(resources: str | None) -> int:
         return 2
 
 
-class Network(Fmi2Slave):
+class Network(CheckedSlave, Fmi2Slave):
     """A link (2 ports), hub or learning switch between Ethernet ports."""
 
     author = "qemu-fmu"
@@ -84,7 +74,6 @@ class Network(Fmi2Slave):
 
     def __init__(self, **kwargs) -> None:
         # pythonfmu instantiates this class at build time: nothing heavy here.
-        _keep_module_namespace(type(self))
         super().__init__(**kwargs)
         self.ports = _ports(self.resources)
         for name, (kind, start, text) in PARAMETERS.items():
@@ -212,77 +201,10 @@ class Network(Fmi2Slave):
     # pythonfmu's accessors raise on a bad value reference (fmi2Fatal); these
     # log an Error and leave the instance usable.
 
-    def _variable(self, vr: int, kind: type, setting: bool):
-        var = self.vars.get(vr)
-        problem = None
-        if var is None:
-            problem = "does not exist"
-        elif not isinstance(var, kind):
-            problem = f"is a {type(var).__name__}, not a {kind.__name__}"
-        elif setting and var.causality == Fmi2Causality.output:
-            problem = f"is the output {var.name}; outputs cannot be set"
-        elif (setting and var.causality == Fmi2Causality.parameter
-              and (self._initialized or self._failed)):
-            problem = (f"is the parameter {var.name}, fixed once "
-                       "initialization has ended")
-        if problem:
-            verb = "set" if setting else "get"
-            self.log(f"cannot {verb} variable {vr}: it {problem}", Fmi2Status.error)
-            return None
-        return var
-
-    def _get(self, vrs, kind: type, default: object) -> list:
-        values = []
-        for vr in vrs:
-            var = self._variable(vr, kind, False)
-            values.append(default if var is None else var.getter())
-        return values
-
-    def _set(self, vrs, values, kind: type) -> None:
-        for vr, value in zip(vrs, values, strict=False):
-            var = self._variable(vr, kind, True)
-            if var is not None:
-                var.setter(value)
-
-    def get_real(self, vrs):
-        return [float(v) for v in self._get(vrs, Real, 0.0)]
-
-    def get_integer(self, vrs):
-        return [int(v) for v in self._get(vrs, Integer, 0)]
-
-    def get_boolean(self, vrs):
-        return [bool(v) for v in self._get(vrs, Boolean, False)]
-
-    def get_string(self, vrs):
-        return [str(v) for v in self._get(vrs, String, "")]
-
-    def set_real(self, vrs, values):
-        self._set(vrs, values, Real)
-
-    def set_integer(self, vrs, values):
-        self._set(vrs, values, Integer)
-
-    def set_boolean(self, vrs, values):
-        self._set(vrs, values, Boolean)
-
-    def set_string(self, vrs, values):
-        self._set(vrs, values, String)
-
     # -- FMU states (docs/network.md) -------------------------------------
     # The whole network: variables, output queues, PRNG, learned table,
     # counters, and the capture (its final length and the records still
     # pending).  qemufmu.fmustate's container, without a machine.
-
-    def _identity(self) -> str:
-        guid = ""
-        if self.resources:
-            md = Path(self.resources).parent / "modelDescription.xml"
-            try:
-                match = re.search(rb'guid="([^"]*)"', md.read_bytes()[:4096])
-            except OSError:
-                match = None
-            guid = match.group(1).decode() if match else ""
-        return f"{type(self).__name__} {guid}".strip()
 
     def _get_fmu_state(self) -> FmuState | BadState:
         if self._failed:
@@ -310,17 +232,6 @@ class Network(Fmi2Slave):
             self.log(f"fmi2SetFMUstate: {e}", Fmi2Status.error)
         except Exception as e:  # a bug: report it, never raise into pythonfmu
             self.log(f"fmi2SetFMUstate: internal error {e!r}", Fmi2Status.error)
-
-    @staticmethod
-    def _fmu_state_to_bytes(state: object) -> bytes:
-        return state.to_bytes() if isinstance(state, FmuState | BadState) else b""
-
-    @staticmethod
-    def _fmu_state_from_bytes(data: bytes) -> FmuState | BadState:
-        try:
-            return FmuState.from_bytes(data)
-        except StateError as e:
-            return BadState(f"the serialized state is unusable: {e}")
 
     def _restore(self, state: object) -> None:
         """Make ``state`` this instance's state.  The capture is cut back to

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +55,7 @@ from .protocol import (
     StepTimeout,
     SyncError,
 )
+from .slavebase import CheckedSlave
 
 KINDS = {"Real": Real, "Integer": Integer, "Boolean": Boolean, "String": String}
 
@@ -92,7 +92,7 @@ RESERVED = set(PARAMETERS) | set(OUTPUTS) | channels.fixed_names()
 Wires = list[tuple[str, list[Channel]]]
 
 
-class QemuSlave(Fmi2Slave):
+class QemuSlave(CheckedSlave, Fmi2Slave):
     """An emulated machine running in lock-step with the master."""
 
     author = "qemu-fmu"
@@ -130,7 +130,6 @@ class QemuSlave(Fmi2Slave):
         self._time = 0.0        # where the next step must start
         self._initialized = False
         self._failed = False
-        self._fmu_identity: str | None = None
 
     def _register(self, kind: str, name: str, description: str,
                   causality: str, getter: Callable[[], object],
@@ -317,88 +316,13 @@ class QemuSlave(Fmi2Slave):
     # pythonfmu's accessors raise on a bad value reference (fmi2Fatal); these
     # log an Error and leave the instance usable.
 
-    def _variable(self, vr: int, kind: type, setting: bool):
-        var = self.vars.get(vr)
-        problem = None
-        if var is None:
-            problem = "does not exist"
-        elif not isinstance(var, kind):
-            problem = f"is a {type(var).__name__}, not a {kind.__name__}"
-        elif setting and var.causality == Fmi2Causality.output:
-            problem = f"is the output {var.name}; outputs cannot be set"
-        elif (setting and var.causality == Fmi2Causality.parameter
-              and (self._initialized or self._failed)):
-            problem = (f"is the parameter {var.name}, fixed once "
-                       "initialization has ended")
-        if problem:
-            verb = "set" if setting else "get"
-            self.log(f"cannot {verb} variable {vr}: it {problem}", Fmi2Status.error)
-            return None
-        return var
-
-    def _get(self, vrs: list[int], kind: type, default: object) -> list:
-        values = []
-        for vr in vrs:
-            var = self._variable(vr, kind, False)
-            values.append(default if var is None else var.getter())
-        return values
-
-    def _set(self, vrs: list[int], values: list, kind: type) -> None:
-        for vr, value in zip(vrs, values, strict=False):
-            var = self._variable(vr, kind, True)
-            if var is None:
-                continue
-            owner = self._owner.get(var.name)
-            problem = owner.refuse(var.name, value) if owner else None
-            if problem:
-                self.log(problem, Fmi2Status.error)
-                continue
-            var.setter(value)
-
-    def get_real(self, vrs):
-        return [float(v) for v in self._get(vrs, Real, 0.0)]
-
-    def get_integer(self, vrs):
-        return [int(v) for v in self._get(vrs, Integer, 0)]
-
-    def get_boolean(self, vrs):
-        return [bool(v) for v in self._get(vrs, Boolean, False)]
-
-    def get_string(self, vrs):
-        return [str(v) for v in self._get(vrs, String, "")]
-
-    def set_real(self, vrs, values):
-        self._set(vrs, values, Real)
-
-    def set_integer(self, vrs, values):
-        self._set(vrs, values, Integer)
-
-    def set_boolean(self, vrs, values):
-        self._set(vrs, values, Boolean)
-
-    def set_string(self, vrs, values):
-        self._set(vrs, values, String)
+    def _refuse(self, var, value: object) -> str | None:
+        owner = self._owner.get(var.name)
+        return owner.refuse(var.name, value) if owner else None
 
     # -- FMU states (docs/fmu-state.md) -----------------------------------
     # pythonfmu hands our state object to the master as the fmi2FMUstate;
     # fmi2FreeFMUstate drops its reference, which frees everything it holds.
-
-    def _identity(self) -> str:
-        """Model name and GUID: a state only restores into the same FMU."""
-        if self._fmu_identity is None:
-            self._fmu_identity = self._read_identity()
-        return self._fmu_identity
-
-    def _read_identity(self) -> str:
-        guid = ""
-        if self.resources:
-            md = Path(self.resources).parent / "modelDescription.xml"
-            try:
-                match = re.search(rb'guid="([^"]*)"', md.read_bytes()[:4096])
-            except OSError:
-                match = None
-            guid = match.group(1).decode() if match else ""
-        return f"{type(self).__name__} {guid}".strip()
 
     def _get_fmu_state(self) -> FmuState | BadState:
         try:
@@ -443,17 +367,6 @@ class QemuSlave(Fmi2Slave):
             self.log(f"fmi2SetFMUstate: {e}", Fmi2Status.error)
         except Exception as e:  # a bug: report it, never raise into pythonfmu
             self.log(f"fmi2SetFMUstate: internal error {e!r}", Fmi2Status.error)
-
-    @staticmethod
-    def _fmu_state_to_bytes(state: object) -> bytes:
-        return state.to_bytes() if isinstance(state, FmuState | BadState) else b""
-
-    @staticmethod
-    def _fmu_state_from_bytes(data: bytes) -> FmuState | BadState:
-        try:
-            return FmuState.from_bytes(data)
-        except StateError as e:
-            return BadState(f"the serialized state is unusable: {e}")
 
     def _restore(self, state: object) -> None:
         """Make ``state`` this instance's state.
