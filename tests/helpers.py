@@ -120,6 +120,21 @@ def errors(stderr: str) -> list[str]:
             if ": warning: " not in line]
 
 
+def refusal(argv: list[str], qqq_option: str | None) -> str:
+    """QEMU started with ``-qqq qqq_option`` (``{fd}`` for the socket; None:
+    no -qqq) must refuse to start: its one line of stderr."""
+    ours, theirs = socket.socketpair()
+    if qqq_option:
+        argv = [*argv, "-qqq", qqq_option.format(fd=theirs.fileno())]
+    with ours, theirs:
+        proc = subprocess.run(argv, pass_fds=(theirs.fileno(),), timeout=30,
+                              capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+    lines = errors(proc.stderr)
+    assert proc.returncode == 1 and len(lines) == 1, (proc.returncode, lines)
+    return lines[0]
+
+
 # -- QEMU's state, from /proc ---------------------------------------------------
 
 POLLIN, POLLOUT = select.POLLIN, select.POLLOUT
