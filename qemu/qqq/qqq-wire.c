@@ -106,8 +106,12 @@ static bool wire_wait(QqqWire *w, short events)
 
 static size_t take_ahead(QqqWire *w, void *buf, size_t len)
 {
-    size_t n = w->ahead ? MIN(len, w->ahead->len - w->ahead_pos) : 0;
+    size_t n;
 
+    if (!w->ahead) {
+        return 0;
+    }
+    n = MIN(len, w->ahead->len - w->ahead_pos);
     memcpy(buf, w->ahead->data + w->ahead_pos, n);
     w->ahead_pos += n;
     if (n && w->ahead_pos == w->ahead->len) {
