@@ -46,13 +46,14 @@ demo: fmu closed-loop network
 	@$(PY) examples/closed_loop/demo.py --ssp dist/closed_loop_linux.ssp --stop-time 1.5
 	@$(PY) examples/network/demo.py
 
-bench: qemu firmware fmu closed-loop
+bench: qemu firmware fmu closed-loop network
 	@$(PY) benchmarks/sync_cost.py
 	@$(PY) benchmarks/sweep_throughput.py
 	@$(PY) benchmarks/linux_boot.py
 	@$(PY) benchmarks/state_cost.py
 	@$(PY) benchmarks/parallel_steps.py
 	@$(PY) benchmarks/network_throughput.py
+	@$(PY) benchmarks/step_paths.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
