@@ -18,13 +18,9 @@ import weakref
 from pathlib import Path
 
 from pythonfmu import (
-    Boolean,
     Fmi2Causality,
     Fmi2Slave,
     Fmi2Variability,
-    Integer,
-    Real,
-    String,
 )
 from pythonfmu.enums import Fmi2Status
 
@@ -33,9 +29,8 @@ from qemufmu.fmustate import BadState, FmuState, StateError
 from qemufmu.network.capture import INBOUND, OUTBOUND, Capture
 from qemufmu.network.link import LinkParams, ParameterError
 from qemufmu.network.link import Network as Model
-from qemufmu.slavebase import CheckedSlave
+from qemufmu.slavebase import KINDS, CheckedSlave
 
-KINDS = {"Real": Real, "Integer": Integer, "Boolean": Boolean, "String": String}
 PARAMETERS = {
     # name: (type, start, description)
     "delay": ("Real", 0.0, "Propagation delay (s)"),

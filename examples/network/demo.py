@@ -78,6 +78,7 @@ def ping_round_trip(capture: Path, delay_s: float, bit_rate: float) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # argparse checks a nargs="*" default against the choices too: hence [].
     p.add_argument("systems", nargs="*", choices=[[], *SYSTEMS], default=[],
                    metavar="SYSTEM", help=f"of {', '.join(SYSTEMS)} (default: all)")
     p.add_argument("--out", type=Path, default=REPO / "build" / "network")

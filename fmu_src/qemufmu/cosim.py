@@ -291,10 +291,10 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
             instances[b].set(vb, value)
 
     pool: ThreadPoolExecutor | None = None
+    from fmpy.fmi1 import FMICallException  # once, not in every step
 
     def step_all(t: float) -> None:
         def step(inst: _Instance) -> None:
-            from fmpy.fmi1 import FMICallException
             try:
                 inst.call("doStep", currentCommunicationPoint=t,
                           communicationStepSize=h)

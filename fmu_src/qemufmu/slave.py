@@ -23,13 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pythonfmu import (
-    Boolean,
     Fmi2Causality,
     Fmi2Slave,
     Fmi2Variability,
-    Integer,
-    Real,
-    String,
 )
 from pythonfmu.enums import Fmi2Status
 
@@ -55,9 +51,7 @@ from .protocol import (
     StepTimeout,
     SyncError,
 )
-from .slavebase import CheckedSlave
-
-KINDS = {"Real": Real, "Integer": Integer, "Boolean": Boolean, "String": String}
+from .slavebase import KINDS, CheckedSlave
 
 PARAMETERS = {
     # name: (type, description)

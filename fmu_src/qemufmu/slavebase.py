@@ -17,6 +17,9 @@ from pythonfmu.enums import Fmi2Causality, Fmi2Status
 
 from .fmustate import BadState, FmuState, StateError
 
+#: pythonfmu's variable class for each type name of the model description
+KINDS = {"Real": Real, "Integer": Integer, "Boolean": Boolean, "String": String}
+
 
 class CheckedSlave:
     """Mixin for an ``Fmi2Slave`` with ``vars``, ``log``, ``resources`` and
