@@ -365,19 +365,37 @@ static void qqq_no_work(CPUState *cpu, run_on_cpu_data data)
 }
 
 /*
- * Idle fast path under icount.  With every vCPU halted, QEMU would wake the
+ * Idle fast path under icount.  The round-robin vCPU thread calls this
+ * when it finds every vCPU halted (a WFI or HLT at the end of an interrupt
+ * handler, or the step starting on a halted guest).  QEMU would wake the
  * main loop only to warp the clock to the next deadline, which then wakes
- * the vCPU thread to run the timers.  When this callback runs on the vCPU
- * thread, do the same warp here and queue a no-op so the round-robin loop
- * goes straight back to its timers instead of sleeping: the same warp to
- * the same deadline, two thread switches fewer per step.
+ * the vCPU thread again to run the timers: two thread switches, a main
+ * loop iteration and the BQL handed back and forth.  Do the same warp to
+ * the same deadline here and queue a no-op, so that the round-robin loop
+ * goes straight back to its timers instead of sleeping.  Only inside a
+ * step (the synchronization timer armed), so the warp never passes it.
  */
-static void qqq_warp_if_idle(void)
+bool qqq_vcpu_idle(void)
 {
-    if (!qqq.kvm && qemu_in_vcpu_thread() && all_cpu_threads_idle()) {
-        icount_start_warp_timer();
-        async_run_on_cpu(first_cpu, qqq_no_work, RUN_ON_CPU_NULL);
+    CPUState *cpu;
+
+    if (!qqq.paced || qqq.kvm || !qqq.timer || !timer_pending(qqq.timer) ||
+        !runstate_is_running()) {
+        return false;
     }
+    /*
+     * A vCPU stops itself when it asks the main loop for something (a
+     * guest panic pausing the machine, a reset): the main loop must act
+     * on that before any warp, as it would have done.
+     */
+    CPU_FOREACH(cpu) {
+        if (cpu->stop || cpu->stopped) {
+            return false;
+        }
+    }
+    icount_start_warp_timer();
+    async_run_on_cpu(first_cpu, qqq_no_work, RUN_ON_CPU_NULL);
+    return true;
 }
 
 /*
@@ -433,7 +451,6 @@ static bool qqq_await_advance(void)
         }
     }
     timer_mod(qqq.timer, qqq.target_ns);
-    qqq_warp_if_idle();
     return true;
 }
 

@@ -23,6 +23,13 @@ void qqq_start(void);
 bool qqq_paced(void);
 
 /*
+ * The round-robin vCPU thread found every vCPU halted mid-step: warp the
+ * clock to the next deadline on this thread.  False if QEMU is not paced
+ * under icount, and the main loop must be woken to warp as usual.
+ */
+bool qqq_vcpu_idle(void);
+
+/*
  * Arm semihosting's clocks for a paced QEMU (qqq-semihost.c): simulation
  * time, so that firmware seeding from them runs the same every time.
  */
