@@ -52,6 +52,10 @@ _REPLY = struct.Struct(">QQI")
 _END = struct.Struct(">II")
 _BLOCK = struct.Struct(">II")
 _NET_RECORD = struct.Struct(">QI")
+#: a frame header and an ADVANCE payload without blocks: most steps
+_PLAIN_ADVANCE = struct.Struct(">IIQI")
+#: struct timeval, for the socket's wall-clock limits
+_TIMEVAL = struct.Struct("@ll")
 
 
 def pack_net(frames) -> bytes:
@@ -118,6 +122,10 @@ class Endpoint:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        # The wall-clock limit is the kernel's (SO_RCVTIMEO, SO_SNDTIMEO) on
+        # a blocking socket: with a Python timeout every send and every recv
+        # would be a poll first, two more system calls per step.
+        sock.settimeout(None)
         self._timeout: float | None = None
         # Bytes read ahead: a frame's header and payload (and, for a step
         # with DATA frames, the next frames) come in one recv, not one each:
@@ -134,16 +142,35 @@ class Endpoint:
     def fileno(self) -> int:
         return self._sock.fileno()
 
+    def _limit(self, timeout: float | None) -> None:
+        """Let each send and recv wait at most ``timeout`` s (None: no limit)."""
+        if timeout == self._timeout:    # two system calls: off the hot path
+            return
+        # 0 would mean "no limit" to the kernel: the shortest limit it has
+        usec = 0 if timeout is None else max(1, round(timeout * 1e6))
+        tv = _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+        self._timeout = timeout
+
     def _send(self, data: bytes) -> None:
         try:
             self._sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError) as e:
             raise QemuGone("QEMU closed the synchronization socket") from e
+        except BlockingIOError as e:    # the send limit ran out
+            raise StepTimeout(f"QEMU did not read within {self._timeout:g} s "
+                              "of wall-clock time") from e
 
     def _recv(self, size: int, timeout: float | None) -> bytes:
-        if timeout != self._timeout:  # a syscall: keep it off the hot path
-            self._sock.settimeout(timeout)
-            self._timeout = timeout
+        buf = self._fill(size, timeout)
+        data = bytes(buf[:size])
+        del buf[:size]
+        return data
+
+    def _fill(self, size: int, timeout: float | None) -> bytearray:
+        """The read-ahead buffer, holding at least ``size`` bytes."""
+        self._limit(timeout)
         buf = self._ahead  # amortized appends: frames go up to 16 MiB
         try:
             while len(buf) < size:
@@ -151,15 +178,13 @@ class Endpoint:
                 if not chunk:
                     raise QemuGone("QEMU closed the synchronization socket")
                 buf += chunk
-        except TimeoutError as e:
+        except BlockingIOError as e:    # the receive limit ran out
             raise StepTimeout(
                 f"QEMU did not answer within {timeout:g} s of wall-clock time"
             ) from e
         except ConnectionResetError as e:
             raise QemuGone("QEMU reset the synchronization socket") from e
-        data = bytes(buf[:size])
-        del buf[:size]
-        return data
+        return buf
 
     def close(self) -> None:
         """Close our end; QEMU sees end-of-file and exits with status 0."""
@@ -244,6 +269,9 @@ class FramedChannel(Endpoint):
         """
         if not 0 <= ns <= MAX_ADVANCE_NS:
             raise ValueError(f"advance of {ns} ns is outside 0..2^62")
+        if not inputs:
+            self._send(_PLAIN_ADVANCE.pack(ADVANCE, _ADVANCE.size, ns, 0))
+            return
         blocks = [_BLOCK.pack(ch, len(data)) + data
                   for ch, data in (inputs or {}).items() if data]
         payload = _ADVANCE.pack(ns, len(blocks)) + b"".join(blocks)
@@ -269,6 +297,11 @@ class FramedChannel(Endpoint):
             if kind == DATA:
                 self._blocks(payload, 0, outputs)
             elif kind == REPLY:
+                if len(payload) == _REPLY.size and not outputs:
+                    elapsed, lookahead, count = _REPLY.unpack(payload)
+                    if not count:   # most steps: no output at all
+                        return Reply(elapsed, None if lookahead == NO_DEADLINE
+                                     else lookahead, outputs)
                 elapsed, lookahead, _ = self._fixed(_REPLY, payload, "REPLY")
                 self._blocks(payload, _REPLY.size - 4, outputs)
                 return Reply(elapsed,
@@ -355,8 +388,16 @@ class FramedChannel(Endpoint):
         return payload
 
     def _recv_any_frame(self, timeout: float | None) -> tuple[int, bytes]:
-        kind, size = _HEADER.unpack(self._recv(_HEADER.size, timeout))
+        buf = self._ahead
+        if len(buf) < _HEADER.size:
+            self._fill(_HEADER.size, timeout)
+        kind, size = _HEADER.unpack_from(buf)
         if size > MAX_PAYLOAD:
             raise ProtocolError(f"frame of type {kind} from QEMU has a payload "
                                 f"of {size} bytes, over the limit of {MAX_PAYLOAD}")
-        return kind, self._recv(size, timeout) if size else b""
+        end = _HEADER.size + size
+        if len(buf) < end:
+            self._fill(end, timeout)
+        payload = bytes(buf[_HEADER.size:end])
+        del buf[:end]
+        return kind, payload

@@ -288,23 +288,27 @@ class QemuSlave(CheckedSlave, Fmi2Slave):
         """The bytes each wire carries to the guest at the start of ``step``."""
         data = {}
         for index, (_, riders) in enumerate(self._wires):
-            payload = b"".join(channel.send(step) for channel in riders)
+            payload = b"".join([channel.send(step) for channel in riders])
             if payload:
                 data[index] = payload
         return data
 
     def _outputs(self, outputs: dict[int, bytes], step: Step) -> None:
         for index, (_, riders) in enumerate(self._wires):
+            data = outputs.get(index, b"")
             for channel in riders:
-                channel.receive(outputs.get(index, b""), step)
+                channel.receive(data, step)
 
     def _next_event(self, lookahead_ns: int | None, step: Step) -> float:
         """Master time of the guest's next timer or of the next input a
         channel holds for it (a frame due later); -1 if there is none."""
-        times = [] if lookahead_ns is None else [self._clock.qemu_ns + lookahead_ns]
-        times += [t for _, riders in self._wires for channel in riders
-                  if (t := channel.next_event_ns(step)) is not None]
-        return self._clock.to_master(min(times)) if times else -1.0
+        first = None if lookahead_ns is None else self._clock.qemu_ns + lookahead_ns
+        for _, riders in self._wires:
+            for channel in riders:
+                t = channel.next_event_ns(step)
+                if t is not None and (first is None or t < first):
+                    first = t
+        return -1.0 if first is None else self._clock.to_master(first)
 
     # -- variable access --------------------------------------------------
     # pythonfmu's accessors raise on a bad value reference (fmi2Fatal); these

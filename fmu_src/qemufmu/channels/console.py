@@ -94,10 +94,13 @@ class ConsoleChannel(SerialChannel):
         return text.encode()
 
     def receive(self, data: bytes, step: Step) -> None:
+        if not data:    # most steps: the last step's text goes, nothing else
+            self.values["console"] = ""
+            return
         self.values["console"] = self._decoder.decode(data)
         super().receive(data, step)
         self.values["console_bytes"] = self.lines.total_bytes
-        if data and self._transcript:
+        if self._transcript:
             self._transcript.flush()
 
     def line(self, text: str, step: Step) -> None:

@@ -66,8 +66,9 @@ class SerialChannel(Channel):
         super().open(launch, saved)
 
     def receive(self, data: bytes, step: Step) -> None:
-        for text in self.lines.feed(data):
-            self.line(text, step)
+        if data:
+            for text in self.lines.feed(data):
+                self.line(text, step)
 
     def line(self, text: str, step: Step) -> None:
         log_text(text, step)
