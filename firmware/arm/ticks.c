@@ -6,6 +6,11 @@
  * a slow UART never delays tick counting, and every multiple is printed
  * even if several elapse during one print, so a host reading the serial
  * stream sees a gap-free sequence it can check guest time against.
+ *
+ * Built with -DSPIN the main loop spins between ticks instead of sleeping
+ * in wfi, as the idle task of most RTOS demos does: every virtual second
+ * costs the instructions the board would execute in it (arm-spin.elf,
+ * benchmarks/spin_speed.py).
  */
 #include "mps2.h"
 
@@ -42,6 +47,11 @@ int main(void)
 		 * a pending SysTick, so a tick landing between the check and
 		 * the wfi cannot leave us asleep past a report.
 		 */
+#ifdef SPIN
+		while (!reached(next)) {
+			/* the tick interrupts this loop */
+		}
+#else
 		irq_disable();
 		while (!reached(next)) {
 			wfi();
@@ -49,6 +59,7 @@ int main(void)
 			irq_disable();
 		}
 		irq_enable();
+#endif
 
 		uart_puts("ticks=");
 		uart_putu(next);

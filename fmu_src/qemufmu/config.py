@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from .boards import BOARD_SHIFT, effective_shift
+
 ACCELERATORS = ("tcg-icount", "kvm")
 MAX_ICOUNT_SHIFT = 10
 #: The guest's wall clock at simulation start unless rtc_base says otherwise:
@@ -36,7 +38,7 @@ class QemuConfig:
     machine: str = "mps2-an385"
     qemu_system: str = "arm"
     accelerator: str = "tcg-icount"
-    icount_shift: int = 0
+    icount_shift: int = BOARD_SHIFT     # the board's own clock (boards.py)
     extra_args: str = ""
     qemu_binary: str = ""
     step_timeout: float = 10.0
@@ -120,9 +122,10 @@ def validate(cfg: QemuConfig) -> None:
     if cfg.accelerator not in ACCELERATORS:
         raise ConfigError(f"accelerator '{cfg.accelerator}' is not one of "
                           f"{', '.join(ACCELERATORS)}")
-    if not 0 <= cfg.icount_shift <= MAX_ICOUNT_SHIFT:
+    if not BOARD_SHIFT <= cfg.icount_shift <= MAX_ICOUNT_SHIFT:
         raise ConfigError(f"icount_shift {cfg.icount_shift} is outside "
-                          f"0..{MAX_ICOUNT_SHIFT}")
+                          f"0..{MAX_ICOUNT_SHIFT} (or {BOARD_SHIFT}: the "
+                          "board's own clock)")
     if not (math.isfinite(cfg.step_timeout) and cfg.step_timeout > 0):
         raise ConfigError(f"step_timeout {cfg.step_timeout} s must be a "
                           "positive number of seconds")
@@ -153,7 +156,8 @@ def qemu_argv(cfg: QemuConfig, binary: Path, image: Path,
     if cfg.accelerator == "kvm":
         timing = ["-accel", "kvm"]
     else:
-        timing = ["-icount", f"shift={cfg.icount_shift},sleep=off"]
+        shift = effective_shift(cfg.icount_shift, cfg.machine)
+        timing = ["-icount", f"shift={shift},sleep=off"]
     boot = ["-kernel", str(image)]
     if initrd is not None:
         boot += ["-initrd", str(initrd)]

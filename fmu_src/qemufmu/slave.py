@@ -59,7 +59,8 @@ PARAMETERS = {
     "machine": ("String", "QEMU machine (-M)"),
     "qemu_system": ("String", "Which shipped qemu-system-* to run (arm, x86_64)"),
     "accelerator": ("String", "tcg-icount (deterministic) or kvm"),
-    "icount_shift": ("Integer", "Under tcg-icount, one instruction is 2^shift ns"),
+    "icount_shift": ("Integer", "Under tcg-icount, one instruction is 2^shift "
+                                "ns; -1: the board's own clock (docs/boards.md)"),
     "extra_args": ("String", "More QEMU arguments, split like a shell would "
                              "(never run through one)"),
     "qemu_binary": ("String", "A QEMU with -qqq to run instead of the shipped one"),
