@@ -54,6 +54,7 @@ bench: qemu firmware fmu closed-loop network
 	@$(PY) benchmarks/parallel_steps.py
 	@$(PY) benchmarks/network_throughput.py
 	@$(PY) benchmarks/step_paths.py
+	@$(PY) benchmarks/spin_speed.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

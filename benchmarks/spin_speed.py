@@ -89,7 +89,7 @@ def main() -> int:
     transcripts: dict[str, set[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):   # interleaved: drift hits every row alike
-            for i, (what, image, shift) in enumerate(RUNS):
+            for i, (_, image, shift) in enumerate(RUNS):
                 print(f"rep {rep + 1}/{args.reps}: {image}, icount_shift {shift}",
                       file=sys.stderr)
                 wall, text = run(image, shift, args.seconds, Path(tmp))

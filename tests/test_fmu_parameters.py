@@ -67,6 +67,40 @@ def test_icount_shift_sets_the_instruction_time(fmu, unzipped, shift):
                        (300, "ticks=300\n")]
 
 
+@pytest.mark.parametrize("params,shift", [
+    ({}, 5),                                        # mps2-an385: 25 MHz
+    ({"machine": "pc", "qemu_system": "x86_64",
+      "guest_image": "x86-idle.elf"}, 0),           # not a board: as before
+    ({"icount_shift": 0}, 0),                       # set: what was set
+])
+def test_icount_shift_defaults_to_the_boards_own_clock(fmu, unzipped, guests,
+                                                       params, shift):
+    if "guest_image" in params:
+        params = {**params, "guest_image": str(guests / params["guest_image"])}
+    qemu = Instance(fmu, unzipped, **params)
+    qemu.start()
+    try:
+        pid, = qemu_children()
+        argv = _argv(pid)
+        assert argv[argv.index("-icount") + 1] == f"shift={shift},sleep=off"
+        assert qemu.get("icount_shift") == params.get("icount_shift", -1)
+    finally:
+        qemu.close()
+
+
+def test_board_table_in_the_docs_matches_the_code():
+    """docs/boards.md's table shows boards.py's clocks and shifts."""
+    sys.path.insert(0, str(REPO / "fmu_src"))
+    from qemufmu.boards import BOARD_CLOCK_HZ, board_shift
+
+    rows = re.findall(r"^\| `([^|]+)` .*?\| ([\d.]+) MHz \| [\d.]+ \| (\d+) \|",
+                      (REPO / "docs" / "boards.md").read_text(), re.M)
+    documented = {name: (float(mhz) * 1e6, int(shift))
+                  for names, mhz, shift in rows
+                  for name in re.findall(r"[a-z0-9][\w-]*", names)}
+    assert documented == {m: (hz, board_shift(m)) for m, hz in BOARD_CLOCK_HZ.items()}
+
+
 def test_extra_args_are_split_like_a_shell_but_never_run_by_one(fmu, unzipped):
     """Quotes group words; `$HOME`, `;` and backquotes stay as they are."""
     name = "guest one; $HOME `id` $(id)"

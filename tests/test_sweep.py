@@ -175,9 +175,10 @@ def test_typed_start_values_reach_the_fmus(reference, cases):
     assert final.loc["weak", "plant.speed"] < final.loc["nominal", "plant.speed"]
     assert final.loc["slow", "plant.speed"] < final.loc["nominal", "plant.speed"]
     # Integer and Boolean: read back from the ECU, they are the cells' values
-    # ("false", "1"), the defaults (0, false) where the cell is empty.
+    # ("false", "1"), the defaults (-1: the board's clock, false) where the
+    # cell is empty.
     assert final.loc[ok, "ecu.icount_shift"].to_dict() == {
-        case: 2 if case == "slow" else 0 for case in ok}
+        case: 2 if case == "slow" else -1 for case in ok}
     assert final.loc[ok, "ecu.host_network"].to_dict() == {
         case: case == "logged" for case in ok}
     # String: the console file the 'logged' case named holds the controller's lines.
