@@ -33,8 +33,10 @@ from qemufmu.cases import Case  # noqa: E402
 from qemufmu.sspwrite import Element, write_ssp  # noqa: E402
 from qemufmu.system import read_system  # noqa: E402
 
+MODES = {False: "in turn", True: "parallel", None: "default (trial, then the faster)"}
 
-def measure(path: Path, n: int, steps: int, parallel: bool,
+
+def measure(path: Path, n: int, steps: int, parallel: bool | None,
             busy: bool) -> tuple[float, dict]:
     system = read_system(path)
     record = tuple(f"ecu{k}.console" for k in range(n))
@@ -75,13 +77,12 @@ def main() -> int:
         for n in (int(x) for x in args.ecus.split(",")):
             path = write_ssp(Path(tmp) / f"ecus{n}.ssp", "ecus",
                              {f"ecu{k}": Element(args.fmu) for k in range(n)}, [])
-            times: dict[bool, list[float]] = {False: [], True: []}
+            times: dict[bool | None, list[float]] = {False: [], True: [], None: []}
             reference = None
             for rep in range(args.reps):
-                for parallel in (False, True):
+                for parallel in (False, True, None):
                     print(f"{n} ECUs, rep {rep + 1}, "
-                          f"{'parallel' if parallel else 'in turn'}",
-                          file=sys.stderr)
+                          f"{MODES[parallel]}", file=sys.stderr)
                     wall, values = measure(path, n, args.steps, parallel,
                                            args.busy)
                     if reference is None:
@@ -90,14 +91,16 @@ def main() -> int:
                         raise SystemExit(f"parallel_steps.py: {n} ECUs: results "
                                          "differ between runs")
                     times[parallel].append(wall)
-            turn, par = (statistics.median(times[x]) for x in (False, True))
-            rows.append((n, turn, par))
+            turn, par, auto = (statistics.median(times[x]) for x in (False, True, None))
+            rows.append((n, turn, par, auto))
     guest = "x86-busy" if args.busy else "default Cortex-M (1 kHz SysTick)"
     print(f"| ECUs ({guest}) | in turn (s, {args.steps} steps of 1 ms) "
-          "| parallel (s) | speed-up |")
-    print("|---|---|---|---|")
-    for n, turn, par in rows:
-        print(f"| {n} | {turn:.3f} | {par:.3f} | {turn / par:.2f}x |")
+          "| parallel (s) | speed-up | default: the faster after a trial (s) "
+          "| speed-up |")
+    print("|---|---|---|---|---|---|")
+    for n, turn, par, auto in rows:
+        print(f"| {n} | {turn:.3f} | {par:.3f} | {turn / par:.2f}x "
+              f"| {auto:.3f} | {turn / auto:.2f}x |")
     return 0
 
 

@@ -18,7 +18,9 @@ was set before any step), so the FMUs whose work happens outside this
 process (a QEMU, which the slave waits for on a socket, the GIL released)
 step concurrently on threads; the others step on the calling thread.
 Each instance sees the same calls in the same order either way, so the
-results are identical to stepping in turn (``parallel=False``).
+results are identical to stepping in turn (``parallel=False``). By
+default (``parallel=None``) a case times both ways over its first steps and
+keeps the faster one.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ def _logger():
     return _LOGGER
 
 
+#: steps timed in turn, then as many in parallel, when Settings.parallel is None
+TRIAL_STEPS = 50
+
+
 @dataclass(frozen=True)
 class Settings:
     """What every case of a sweep shares."""
@@ -73,7 +79,11 @@ class Settings:
     stop_time: float
     step: float
     record: tuple[str, ...]        # result columns, e.g. "plant.speed"
-    parallel: bool = True          # step QEMU-based FMUs concurrently
+    # Step QEMU-based FMUs concurrently (True), in turn (False), or (None)
+    # whichever of the two is faster for this system, timed over its first
+    # 2 x TRIAL_STEPS steps: threads pay where guests compute, and cost
+    # more than they save where a step is mostly the slaves' Python.
+    parallel: bool | None = None
     # A step an FMU discards (our FMU: its guest powered off or panicked)
     # ends the case as a success, with that step's outputs recorded: for
     # systems whose guests power off when their job is done.
@@ -293,7 +303,7 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
     pool: ThreadPoolExecutor | None = None
     from fmpy.fmi1 import FMICallException  # once, not in every step
 
-    def step_all(t: float) -> None:
+    def step_all(t: float, concurrently: bool) -> None:
         def step(inst: _Instance) -> None:
             try:
                 inst.call("doStep", currentCommunicationPoint=t,
@@ -303,7 +313,7 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
                     raise _Ended(inst.component.name) from e
                 raise
         threaded = [i for i in instances.values() if i.out_of_process]
-        if pool is None or len(threaded) < 2:
+        if pool is None or not concurrently or len(threaded) < 2:
             threaded = []
         futures = [pool.submit(step, inst) for inst in threaded]
         try:
@@ -333,20 +343,29 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
         for inst in instances.values():
             inst.call("exitInitializationMode")
         result.init_s = time.perf_counter() - started
-        if settings.parallel:
+        if settings.parallel is not False:
             pool = ThreadPoolExecutor(
                 max_workers=max(1, sum(i.out_of_process
                                        for i in instances.values())),
                 thread_name_prefix="cosim-step")
         propagate()
         sample(start)
+        concurrently, trial = settings.parallel, [0.0, 0.0]
         for k in range(settings.steps):
+            trying = concurrently is None
+            if trying:
+                mode = k >= TRIAL_STEPS     # in turn first, then in parallel
+                began = time.perf_counter()
             try:
-                step_all(start + k * h)
+                step_all(start + k * h, mode if trying else concurrently)
             except _Ended as ended:
                 sample(start + (k + 1) * h)
                 result.message = _cause([instances[str(ended)]], ended, system)
                 break
+            if trying:
+                trial[mode] += time.perf_counter() - began
+                if k == 2 * TRIAL_STEPS - 1:
+                    concurrently = trial[True] < trial[False]
             propagate()
             sample(start + (k + 1) * h)
     except Exception as e:
