@@ -11,10 +11,13 @@ its own so that a crash is a failure.
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from fmi_helpers import Instance
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,3 +48,47 @@ def test_an_instance_logs_after_another_was_freed_and_collected(fmu, unzipped):
                           text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", (
         f"master exited with {done.returncode}: {done.stderr[-2000:]}")
+
+
+def _python_slave(name: str):
+    """The slave object behind instance ``name`` (the FMU's Python runs in
+    this interpreter under fmpy)."""
+    found = [o for o in gc.get_objects()
+             if any(c.__name__ == "QemuSlave" for c in type(o).__mro__)
+             and o.instance_name == name]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_the_slave_builds_no_guest_line_the_master_does_not_take(fmu, unzipped,
+                                                                guests):
+    """The loader hands the master's logging settings (loggingOn, then
+    fmi2SetDebugLogging) to the slave, so that a guest printing every step
+    costs no message nobody reads; what the master asks for still comes."""
+    inst = Instance(fmu, unzipped, name="quiet", logging_on=False,
+                    guest_image=str(guests / "arm-ticks.elf"))  # a line per ms
+    slave = _python_slave("quiet")
+    built = []
+    log = slave.log
+    slave.log = lambda msg, *a, **kw: (built.append(kw.get("category")),
+                                       log(msg, *a, **kw))[1]
+    inst.start()
+    try:
+        for k in range(10):
+            inst.slave.doStep(k * 1e-3, 1e-3)
+        assert "ticks=9" in inst.get("console")
+        assert "logGuestConsole" not in built           # loggingOn false
+        inst.slave.setDebugLogging(True, ["logStatusError"])
+        for k in range(10, 20):
+            inst.slave.doStep(k * 1e-3, 1e-3)
+        assert "logGuestConsole" not in built           # not that category
+        inst.slave.setDebugLogging(True, ["logGuestConsole"])
+        for k in range(20, 30):
+            inst.slave.doStep(k * 1e-3, 1e-3)
+        assert built.count("logGuestConsole") == 10
+        assert "ticks=29" in inst.log_text()
+        inst.slave.setDebugLogging(True, [])            # every category
+        inst.slave.doStep(30e-3, 1e-3)
+        assert built.count("logGuestConsole") == 11
+    finally:
+        inst.close()

@@ -758,6 +758,38 @@ fmi2Status bridge_setup(Slave *s, int tolerance_defined, double tolerance,
     return leave(s, result ? fmi2OK : fmi2Error);
 }
 
+fmi2Status bridge_debug_logging(Slave *s, int on, size_t n,
+                                char *const categories[])
+{
+    PyObject *fn, *list, *result;
+    size_t i;
+
+    if (enter(s) < 0) {
+        return fmi2Fatal;
+    }
+    fn = py.PyObject_GetAttrString(s->obj, "set_debug_logging");
+    if (!fn) {
+        py.PyErr_Clear();       /* a slave that does not care */
+        return leave(s, fmi2OK);
+    }
+    drop(fn);
+    list = py.PyList_New((ssize_t)n);
+    for (i = 0; list && i < n; i++) {
+        const char *text = categories[i] ? categories[i] : "";
+        PyObject *name = py.PyUnicode_DecodeUTF8(text, strlen(text),
+                                                 "replace");
+
+        if (!name || py.PyList_SetItem(list, (ssize_t)i, name) < 0) {
+            drop(list);
+            list = NULL;
+        }
+    }
+    result = call(s, s->obj, "set_debug_logging",
+                  list ? pack(2, py.PyBool_FromLong(on), list) : NULL);
+    drop(result);
+    return leave(s, result ? fmi2OK : fmi2Error);
+}
+
 fmi2Status bridge_hook(Slave *s, const char *method)
 {
     PyObject *result;

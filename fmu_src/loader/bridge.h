@@ -48,6 +48,14 @@ fmi2Status bridge_hook(Slave *s, const char *method);
 /* A new instance of the class in place of the current one. */
 fmi2Status bridge_reset(Slave *s);
 fmi2Status bridge_do_step(Slave *s, double t, double h);
+/*
+ * The master's logging settings (fmi2Instantiate's loggingOn,
+ * fmi2SetDebugLogging), for a slave with set_debug_logging(on, categories):
+ * it can then skip building messages the loader would drop.  fmi2OK for a
+ * slave without that method.
+ */
+fmi2Status bridge_debug_logging(Slave *s, int on, size_t n,
+                                char *const categories[]);
 
 /* kind: 'r' Real, 'i' Integer, 'b' Boolean, 's' String. */
 fmi2Status bridge_get(Slave *s, char kind, const fmi2ValueReference vr[],

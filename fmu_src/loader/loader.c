@@ -218,6 +218,7 @@ FMI_EXPORT fmi2Component fmi2Instantiate(fmi2String name, fmi2Type type,
         return NULL;
     }
     inst->logged = fmi2OK;
+    bridge_debug_logging(inst->slave, logging, 0, NULL);
     return inst;
 }
 
@@ -298,7 +299,9 @@ FMI_EXPORT fmi2Status fmi2SetDebugLogging(fmi2Component c, fmi2Boolean on,
         inst->categories[i] = strdup(cats[i] ? cats[i] : "");
         inst->ncategories += inst->categories[i] != NULL;
     }
-    return fmi2OK;
+    return settle(inst, bridge_debug_logging(inst->slave, inst->logging,
+                                             inst->ncategories,
+                                             inst->categories));
 }
 
 /*
@@ -338,6 +341,8 @@ FMI_EXPORT fmi2Status fmi2Reset(fmi2Component c)
     if (status == fmi2OK) {
         inst->terminated = 0;
         inst->last_successful_time = NAN;
+        status = bridge_debug_logging(inst->slave, inst->logging,
+                                      inst->ncategories, inst->categories);
     }
     return settle(inst, status);
 }

@@ -256,7 +256,7 @@ class QemuSlave(CheckedSlave, Fmi2Slave):
                        f"QEMU's clock may reach {MAX_TIME_NS * 1e-9:g} s", ended)
             return False
         step = Step(t, t + h, self._clock.qemu_ns, self._clock.qemu_ns + advance,
-                    self._clock, self.log)
+                    self._clock, self.log, self.logs)
         inputs = self._inputs(step)
         if not (advance or inputs):     # QEMU is ahead (kvm): it sits this out
             self._outputs({}, step)

@@ -26,6 +26,22 @@ class CheckedSlave:
     the flags ``_initialized`` and ``_failed``."""
 
     _fmu_identity: str | None = None
+    #: the master's logging settings (set_debug_logging); until it says, all
+    _logging_on = True
+    _log_categories: frozenset[str] | None = None     # None: every category
+
+    def set_debug_logging(self, on: bool, categories: list[str]) -> None:
+        """fmi2Instantiate's loggingOn and fmi2SetDebugLogging, from the
+        loader (which filters what it hands on all the same)."""
+        self._logging_on = on
+        self._log_categories = frozenset(categories) if categories else None
+
+    def logs(self, category: str) -> bool:
+        """Whether the master takes OK-status messages of ``category``;
+        errors and warnings always go.  Lets a slave skip building a
+        message that would be dropped (a guest line per step)."""
+        return self._logging_on and (self._log_categories is None
+                                     or category in self._log_categories)
 
     def _refuse(self, var, value: object) -> str | None:
         """Why ``value`` may not be set into ``var``, or None; a slave's own

@@ -69,6 +69,9 @@ class Step(NamedTuple):
     #: QEMU time <-> master time
     clock: StepClock
     log: Log
+    #: whether the master takes OK-status messages of a category (errors
+    #: and warnings always go): build a message only if it does
+    logs: Callable[[str], bool]
 
 
 class Channel:

@@ -81,5 +81,6 @@ class SerialChannel(Channel):
 
 
 def log_text(text: str, step: Step) -> None:
-    """A guest line that is console text, to the FMU log."""
-    step.log(f"[{step.end:.6f}] {text}", category=CONSOLE_CATEGORY)
+    """A guest line that is console text, to the FMU log (if wanted)."""
+    if step.logs(CONSOLE_CATEGORY):
+        step.log(f"[{step.end:.6f}] {text}", category=CONSOLE_CATEGORY)
