@@ -14,7 +14,7 @@
 
 #include "qemu/osdep.h"
 #include "qemu/bswap.h"
-#include "qqq/qqq-internal.h"
+#include "qqq/qqq-channel.h"
 
 static GPtrArray *qqq_channels;
 

@@ -27,7 +27,7 @@
 #include "qemu/module.h"
 #include "qemu/timer.h"
 #include "qom/object.h"
-#include "qqq/qqq-internal.h"
+#include "qqq/qqq-channel.h"
 
 #define TYPE_CHARDEV_QQQ "chardev-qqq"
 

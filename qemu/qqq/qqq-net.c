@@ -26,7 +26,7 @@
 #include "qapi/error.h"
 #include "qemu/bswap.h"
 #include "qemu/timer.h"
-#include "qqq/qqq-internal.h"
+#include "qqq/qqq-channel.h"
 
 /* A record's fixed fields: delivery or send time, frame length. */
 #define QQQ_NET_RECORD_HEADER 12

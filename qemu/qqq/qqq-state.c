@@ -41,7 +41,8 @@
 #include "system/kvm.h"
 #include "system/runstate.h"
 #include "hw/core/cpu.h"
-#include "qqq/qqq-internal.h"
+#include "qqq/qqq-channel.h"
+#include "qqq/qqq-state.h"
 
 /* A state larger than this is refused (the machine's RAM bounds it). */
 #define QQQ_STATE_MAX ((uint64_t)64 * 1024 * 1024 * 1024)
@@ -59,6 +60,7 @@ static bool qqq_state_in_bh;    /* in qqq_state_load_bh(): vCPUs paused */
 static QqqWire *qqq_state_wire;
 static GByteArray *qqq_state_deferred;  /* a LOAD waiting for the BH */
 static QEMUBH *qqq_state_bh;
+static void (*qqq_state_resume)(bool alive);    /* after a deferred LOAD */
 
 static int qqq_saved_pre_save(void *opaque)
 {
@@ -113,9 +115,10 @@ static const VMStateDescription vmstate_qqq = {
 
 static void qqq_state_load_bh(void *opaque);
 
-void qqq_state_init(int64_t *reported_ns)
+void qqq_state_init(int64_t *reported_ns, void (*resume)(bool alive))
 {
     qqq_saved.reported_ns = reported_ns;
+    qqq_state_resume = resume;
     vmstate_register(NULL, 0, &vmstate_qqq, &qqq_saved);
     qqq_state_bh = qemu_bh_new(qqq_state_load_bh, NULL);
 }
@@ -128,11 +131,6 @@ bool qqq_state_pending(void)
 void qqq_state_advanced(void)
 {
     qqq_state_running = true;
-}
-
-bool qqq_state_frame_type(uint32_t type)
-{
-    return type == QQQ_FRAME_SAVE || type == QQQ_FRAME_LOAD;
 }
 
 static bool send_result(QqqWire *w, bool ok, const char *msg)
@@ -262,7 +260,7 @@ static void qqq_state_load_bh(void *opaque)
     qqq_state_in_bh = true;
     pause_all_vcpus();
     alive = qqq_state_finish_load(qqq_state_wire, data);
-    qqq_continue(alive);
+    qqq_state_resume(alive);
     qqq_state_in_bh = false;
     resume_all_vcpus();
 }
@@ -295,7 +293,8 @@ static bool qqq_state_load(QqqWire *w)
      * In the synchronization callback: timerlist_run_timers() would go on
      * with the clock it read before calling us and fire restored timers
      * early.  Stop the vCPUs here (we are their thread: this is immediate)
-     * and load from a bottom half; false tells qqq.c not to arm a step.
+     * and load from a bottom half; false tells the caller not to arm a
+     * step: the bottom half resumes stepping when the load is done.
      */
     CPU_FOREACH(cpu) {
         cpu_pause(cpu);

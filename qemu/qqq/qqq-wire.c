@@ -20,7 +20,8 @@
 #include "qemu/bswap.h"
 #include "qemu/error-report.h"
 #include "qemu/timer.h"
-#include "qqq/qqq-internal.h"
+#include "qqq/qqq-channel.h"
+#include "qqq/qqq-wire.h"
 
 static void G_NORETURN G_GNUC_PRINTF(1, 2) qqq_malformed(const char *fmt, ...)
 {
@@ -232,9 +233,14 @@ static bool frame_send(QqqWire *w)
     return wire_send(w, w->buf->data, w->buf->len);
 }
 
-/* Read one frame of the expected type into w->buf; false at end of stream. */
+/*
+ * Read one frame of the expected type into w->buf; false at end of stream.
+ * In place of an ADVANCE the simulator may send a SAVE or LOAD frame (a
+ * machine state, between two steps): that one is read instead, and its
+ * type left in *between for the caller.
+ */
 static bool frame_recv(QqqWire *w, uint32_t want, const char *name,
-                       uint32_t min_len)
+                       uint32_t min_len, uint32_t *between)
 {
     uint8_t hdr[8];
     uint32_t type, len;
@@ -244,20 +250,11 @@ static bool frame_recv(QqqWire *w, uint32_t want, const char *name,
     }
     type = ldl_be_p(hdr);
     len = ldl_be_p(hdr + 4);
-    /* Between two steps the simulator may save or load the machine. */
-    while (want == QQQ_FRAME_ADVANCE && qqq_state_frame_type(type)) {
-        if (len > QQQ_MAX_PAYLOAD) {
-            qqq_malformed("state frame payload of %u bytes exceeds the "
-                          "limit of %u", len, QQQ_MAX_PAYLOAD);
-        }
-        g_byte_array_set_size(w->buf, len);
-        if (!wire_recv(w, w->buf->data, len, false) ||
-            !qqq_state_frame(w, type) ||
-            !wire_recv(w, hdr, sizeof(hdr), true)) {
-            return false;
-        }
-        type = ldl_be_p(hdr);
-        len = ldl_be_p(hdr + 4);
+    if (between && (type == QQQ_FRAME_SAVE || type == QQQ_FRAME_LOAD)) {
+        *between = type;
+        want = type;
+        name = type == QQQ_FRAME_SAVE ? "SAVE" : "LOAD";
+        min_len = 0;
     }
     if (type != want) {
         qqq_malformed("expected a %s frame (type %u), got type %u", name,
@@ -277,7 +274,7 @@ static bool frame_recv(QqqWire *w, uint32_t want, const char *name,
 
 bool qqq_wire_recv_frame(QqqWire *w, uint32_t want, const char *name)
 {
-    return frame_recv(w, want, name, 0);
+    return frame_recv(w, want, name, 0, NULL);
 }
 
 bool qqq_wire_send_frame(QqqWire *w, uint32_t type, const void *data,
@@ -309,7 +306,7 @@ bool qqq_wire_hello(QqqWire *w)
         g_byte_array_append(w->buf, (const uint8_t *)ch->name,
                             strlen(ch->name));
     }
-    if (!frame_send(w) || !frame_recv(w, QQQ_FRAME_HELLO, "HELLO", 4)) {
+    if (!frame_send(w) || !frame_recv(w, QQQ_FRAME_HELLO, "HELLO", 4, NULL)) {
         return false;
     }
     version = ldl_be_p(w->buf->data);
@@ -371,12 +368,14 @@ static void check_block(uint32_t index, QqqChannel *ch, const uint8_t *data,
     }
 }
 
-bool qqq_wire_recv_advance(QqqWire *w, int64_t now_ns, uint64_t *advance_ns)
+bool qqq_wire_recv_advance(QqqWire *w, int64_t now_ns, uint64_t *advance_ns,
+                           uint32_t *between)
 {
     const uint8_t *p;
     uint32_t i, blocks, left;
     int channels = qqq_channel_count();
 
+    *between = 0;
     if (w->version == QQQ_BASE_VERSION) {
         if (!recv_advance_v1(w, advance_ns)) {
             return false;
@@ -384,8 +383,11 @@ bool qqq_wire_recv_advance(QqqWire *w, int64_t now_ns, uint64_t *advance_ns)
         check_limit(now_ns, *advance_ns);
         return true;
     }
-    if (!frame_recv(w, QQQ_FRAME_ADVANCE, "ADVANCE", 12)) {
+    if (!frame_recv(w, QQQ_FRAME_ADVANCE, "ADVANCE", 12, between)) {
         return false;
+    }
+    if (*between) {
+        return true;
     }
     p = w->buf->data;
     *advance_ns = ldq_be_p(p);
@@ -418,7 +420,6 @@ bool qqq_wire_recv_advance(QqqWire *w, int64_t now_ns, uint64_t *advance_ns)
         qqq_malformed("%u stray bytes after the last ADVANCE block", left);
     }
     check_limit(now_ns, *advance_ns);
-    qqq_state_advanced();
     /* The whole frame is sound: now let the guest see its bytes. */
     p = w->buf->data + 12;
     for (i = 0; i < blocks; i++) {

@@ -57,7 +57,9 @@
 #include "system/tcg.h"
 #include "hw/core/cpu.h"
 #include "qqq/qqq.h"
-#include "qqq/qqq-internal.h"
+#include "qqq/qqq-channel.h"
+#include "qqq/qqq-state.h"
+#include "qqq/qqq-wire.h"
 
 /* Host time between looks at the socket while the guest runs. */
 #define QQQ_WATCH_MS 50
@@ -428,19 +430,29 @@ static bool qqq_idle_jump(void)
 
 /*
  * Block until an advance arrives that needs the guest to run, answering
- * zero advances and idle steps at once.  Returns false when the simulator
- * is gone.
+ * zero advances and idle steps at once, and saving or loading the machine
+ * when asked to between two steps.  Returns false when the simulator is
+ * gone; true also when a LOAD goes on in a bottom half, which then resumes
+ * stepping (qqq_continue()).
  */
 static bool qqq_await_advance(void)
 {
     uint64_t advance;
+    uint32_t between;
 
     timer_del(qqq.timer);
     for (;;) {
-        if (!qqq_wire_recv_advance(&qqq.wire, qqq.reported_ns, &advance)) {
-            /* or a LOAD goes on in a bottom half (qqq-state.c) */
-            return qqq_state_pending();
+        if (!qqq_wire_recv_advance(&qqq.wire, qqq.reported_ns, &advance,
+                                   &between)) {
+            return false;
         }
+        if (between) {
+            if (!qqq_state_frame(&qqq.wire, between)) {
+                return qqq_state_pending();
+            }
+            continue;
+        }
+        qqq_state_advanced();
         qqq.target_ns = qqq.reported_ns + advance;  /* checked: no overflow */
         if (advance && !qqq_idle_jump()) {
             break;
@@ -487,7 +499,8 @@ static void qqq_sync(int64_t now_ns)
     }
 }
 
-void qqq_continue(bool alive)
+/* A LOAD done in a bottom half (qqq-state.c): go on stepping. */
+static void qqq_continue(bool alive)
 {
     if (!alive || !qqq_await_advance()) {
         qqq_detach();
@@ -619,7 +632,7 @@ void qqq_start(void)
     qqq.reported_ns = QEMU_ALIGN_DOWN(qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL),
                                       qqq.unit_ns);
     if (qqq.wire.version >= QQQ_FRAMED_VERSION) {
-        qqq_state_init(&qqq.reported_ns);     /* machine states: qqq-state.c */
+        qqq_state_init(&qqq.reported_ns, qqq_continue);    /* qqq-state.c */
     }
     if ((qqq.wire.version >= QQQ_FRAMED_VERSION &&
          !qqq_wire_hello(&qqq.wire)) || !qqq_await_advance()) {

@@ -1,13 +1,14 @@
 /*
- * qqq: what the synchronization core, the wire format and the chardev
- * backend share.
+ * qqq wire format: the protocol's constants and one side of the socket
+ * (qqq-wire.c), for the synchronization core (qqq.c) and machine states
+ * (qqq-state.c).
  *
  * Copyright (c) 2026 qemu-fmu contributors
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
-#ifndef QQQ_INTERNAL_H
-#define QQQ_INTERNAL_H
+#ifndef QQQ_WIRE_H
+#define QQQ_WIRE_H
 
 /*
  * Protocol versions: 1 is the fixed base protocol, 2 our framed extension,
@@ -34,7 +35,10 @@ enum {
     QQQ_END_QUIT = 4,
 };
 
-/* Frame types of machine states (qqq-state.c), numbered apart. */
+/*
+ * Frame types of machine states, numbered apart; SAVE and LOAD come
+ * between two steps, in place of an ADVANCE.
+ */
 enum {
     QQQ_FRAME_SAVE = 16,
     QQQ_FRAME_STATE = 17,
@@ -56,47 +60,6 @@ enum {
 /* "No pending virtual-timer deadline" in a reply's lookahead field. */
 #define QQQ_NO_DEADLINE UINT64_MAX
 
-/* Channel kinds, as HELLO names them from version 3 on. */
-enum {
-    QQQ_KIND_SERIAL = 1,    /* -chardev qqq: a byte stream (qqq-chardev.c) */
-    QQQ_KIND_NET = 2,       /* -netdev qqq: time-stamped frames (qqq-net.c) */
-};
-
-/* What a channel kind does with the bytes of the wire (qqq-channel.c). */
-typedef struct QqqChannelOps {
-    uint16_t kind;
-    /*
-     * NULL if an advance's block for the channel is sound, else what is
-     * wrong with it (g_free'd by the caller).  The step runs from start_ns
-     * to end_ns of virtual time.  Nothing may take effect here.
-     */
-    char *(*check)(void *opaque, const uint8_t *data, size_t len,
-                   int64_t start_ns, int64_t end_ns);
-    /* A checked block, at the start of the step. */
-    void (*input)(void *opaque, const uint8_t *data, size_t len);
-    /* What the channel holds between steps, for a machine state. */
-    void (*save)(void *opaque, GByteArray *b);
-    bool (*load)(void *opaque, const uint8_t **p, const uint8_t *end);
-} QqqChannelOps;
-
-typedef struct QqqChannel {
-    char *name;
-    const QqqChannelOps *ops;
-    void *opaque;
-    GByteArray *out;        /* for the next reply */
-} QqqChannel;
-
-/* qqq-channel.c: the data channels, in the order they were created. */
-QqqChannel *qqq_channel_add(const char *name, const QqqChannelOps *ops,
-                            void *opaque);
-void qqq_channel_remove(QqqChannel *ch);
-int qqq_channel_count(void);
-int qqq_channel_count_kind(uint16_t kind);
-QqqChannel *qqq_channel_get(int index);
-void qqq_channel_save(GByteArray *b);
-bool qqq_channel_load(const uint8_t *p, size_t len);
-
-/* qqq-wire.c: one side of the socket, either version. */
 typedef struct QqqWire {
     int fd;
     int parent_fd;      /* pidfd of the simulator's process, or -1 */
@@ -115,7 +78,14 @@ typedef struct QqqWire {
  * waiting (then w->stopping is set).
  */
 bool qqq_wire_hello(QqqWire *w);
-bool qqq_wire_recv_advance(QqqWire *w, int64_t now_ns, uint64_t *advance_ns);
+/*
+ * The next ADVANCE: its advance in *advance_ns, its blocks handed to their
+ * channels, *between 0.  Or, between two steps, a SAVE or LOAD frame:
+ * *between is its type, its payload in w->buf, for the caller to act on
+ * before it asks again.
+ */
+bool qqq_wire_recv_advance(QqqWire *w, int64_t now_ns, uint64_t *advance_ns,
+                           uint32_t *between);
 bool qqq_wire_send_reply(QqqWire *w, uint64_t elapsed_ns,
                          uint64_t lookahead_ns);
 bool qqq_wire_send_end(QqqWire *w, uint32_t cause);
@@ -123,15 +93,5 @@ bool qqq_wire_peer_gone(QqqWire *w);
 bool qqq_wire_recv_frame(QqqWire *w, uint32_t want, const char *name);
 bool qqq_wire_send_frame(QqqWire *w, uint32_t type, const void *data,
                          size_t len);
-
-/* qqq-state.c: machine states saved and loaded between steps. */
-void qqq_state_init(int64_t *reported_ns);
-void qqq_state_advanced(void);
-bool qqq_state_frame_type(uint32_t type);
-bool qqq_state_frame(QqqWire *w, uint32_t type);
-bool qqq_state_pending(void);
-
-/* qqq.c: go on stepping after a load done outside the callback. */
-void qqq_continue(bool alive);
 
 #endif
