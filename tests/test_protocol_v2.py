@@ -320,3 +320,26 @@ def test_channel_behind_a_device_option(guests, tmp_path):
         assert qemu.channel.channels == ["com"]
         assert qemu.channel.advance(10 * MS, timeout=T).outputs == {0: b"busy\n"}
     assert not (tmp_path / "s").exists()
+
+
+def test_a_qemu_that_stops_reading_is_a_step_timeout_on_send(guests):
+    """The client's wall-clock limit holds for sending too: input larger
+    than the socket buffer, to a QEMU that reads nothing (stopped), is a
+    StepTimeout, not a hang."""
+    import os
+    import signal
+    import time
+
+    from qemufmu.protocol import StepTimeout
+
+    qemu = start(arm_v2(guests, "arm-echo.elf", "uart"))
+    try:
+        qemu.channel.advance(MS, timeout=T)
+        os.kill(qemu.pid, signal.SIGSTOP)
+        began = time.monotonic()
+        with pytest.raises(StepTimeout, match="did not read within 0.5 s"):
+            qemu.channel.advance(MS, {0: b"x" * 8_000_000}, timeout=0.5)
+        assert time.monotonic() - began < T
+    finally:
+        os.kill(qemu.pid, signal.SIGCONT)
+        qemu.close()

@@ -210,6 +210,7 @@ class SyncChannel(Endpoint):
 
     def advance(self, us: int, timeout: float | None = None) -> int:
         """One synchronization step: send ``us``, return the elapsed time."""
+        self._limit(timeout)    # the send's limit too: QEMU may not read
         self.send_advance(us)
         return self.recv_elapsed(timeout)
 
@@ -344,11 +345,13 @@ class FramedChannel(Endpoint):
     def advance(self, ns: int, inputs: dict[int, bytes] | None = None,
                 timeout: float | None = None) -> Reply:
         """One synchronization step."""
+        self._limit(timeout)    # the send's limit too: QEMU may not read
         self.send_advance(ns, inputs)
         return self.recv_reply(timeout)
 
     def save_state(self, timeout: float | None = None) -> bytes:
         """The whole machine, as QEMU's migration stream, between two steps."""
+        self._limit(timeout)
         self._send(_HEADER.pack(SAVE, 0))
         chunks = []
         while True:
@@ -364,6 +367,7 @@ class FramedChannel(Endpoint):
 
     def load_state(self, state: bytes, timeout: float | None = None) -> None:
         """Load a saved machine (from save_state) in place of the running one."""
+        self._limit(timeout)
         view = memoryview(state)
         for start in range(0, len(view), MAX_PAYLOAD):
             chunk = view[start:start + MAX_PAYLOAD]
