@@ -44,10 +44,10 @@ static void G_NORETURN G_GNUC_PRINTF(1, 2) qqq_malformed(const char *fmt, ...)
 #define QQQ_FLUSH_MS 2000
 
 /*
- * Wait until the socket is ready for events (POLLIN or POLLOUT).  False if
- * QEMU was told to quit meanwhile (a signal: w->stopping is set; the wake
- * descriptor stays readable, so every later read wait returns at once;
- * writes go on until QQQ_FLUSH_MS after the signal), or if the
+ * Wait until the socket is ready for events (POLLOUT: room to write; reads
+ * block in recv(), see wire_on()).  False if QEMU was told to quit
+ * meanwhile and QQQ_FLUSH_MS have passed since (a signal: w->stopping is
+ * set; the last frames may still go out until then), or if the
  * simulator's process (parent=PID) ended: a child it forked may hold the
  * socket open, and nobody would ever use it again.
  */
@@ -99,6 +99,54 @@ static bool wire_wait(QqqWire *w, short events)
 }
 
 /*
+ * A read blocks in recv() itself, not in poll(): woken across CPUs, a
+ * thread blocked in poll() took 12-15 us longer to answer a socket-pair
+ * round trip on our 2-CPU VM than one blocked in recv() (a C echo both
+ * ways).  So the quit and parent descriptors are looked at before each
+ * read, without waiting, and the read gives up every QQQ_READ_CHECK_MS to
+ * look again: a signal taken by another thread, or the simulator's process
+ * ending while a child of it holds the socket, is noticed within that.
+ */
+#define QQQ_READ_CHECK_MS 50
+
+/*
+ * False if QEMU was told to quit (w->stopping set) or the simulator's
+ * process ended; never waits.
+ */
+static bool wire_on(QqqWire *w)
+{
+    struct pollfd fds[2] = {
+        { .fd = w->wake_fd, .events = POLLIN },
+        { .fd = w->parent_fd, .events = POLLIN },
+    };
+
+    if (w->stopping) {
+        return false;
+    }
+    if (poll(fds, ARRAY_SIZE(fds), 0) <= 0) {
+        return true;    /* nothing, or EINTR: the next look will tell */
+    }
+    if (fds[0].revents) {
+        w->stopping = true;
+    }
+    return false;
+}
+
+static void wire_limit_reads(QqqWire *w)
+{
+    struct timeval tv = { .tv_usec = QQQ_READ_CHECK_MS * 1000 };
+
+    if (!w->reads_limited) {
+        if (setsockopt(w->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
+            error_report("qqq: cannot limit reads on socket %d: %s", w->fd,
+                         strerror(errno));
+            exit(1);
+        }
+        w->reads_limited = true;
+    }
+}
+
+/*
  * Small reads go through w->ahead: a frame's header and payload, usually
  * sent together, then take one wait and one recv instead of two each.
  * Reads of at least QQQ_AHEAD bytes go straight to their destination.
@@ -124,7 +172,7 @@ static size_t take_ahead(QqqWire *w, void *buf, size_t len)
 
 /*
  * Read exactly len bytes.  Returns false if the stream ends (or breaks)
- * before the first byte of a frame, or a wait is cut short (wire_wait);
+ * before the first byte of a frame, or a wait is cut short (wire_on());
  * ending inside a frame is malformed, except in version 1, whose messages
  * have no frame to be inside of.  Bytes already read ahead come first and
  * need no wait: they were queued before anything that followed them.
@@ -145,23 +193,25 @@ static bool wire_recv(QqqWire *w, void *buf, size_t len, bool frame_start)
         return false;
     }
     done = take_ahead(w, buf, len);
+    wire_limit_reads(w);
 
     while (done < len) {
         bool small = len - done < QQQ_AHEAD;
         ssize_t n;
 
-        if (!wire_wait(w, POLLIN)) {
+        if (!wire_on(w)) {
             return false;
         }
+        /* blocks for at most QQQ_READ_CHECK_MS (SO_RCVTIMEO) */
         if (small) {
             if (!w->ahead) {
                 w->ahead = g_byte_array_sized_new(QQQ_AHEAD);
             }
             g_byte_array_set_size(w->ahead, QQQ_AHEAD);
-            n = recv(w->fd, w->ahead->data, QQQ_AHEAD, MSG_DONTWAIT);
+            n = recv(w->fd, w->ahead->data, QQQ_AHEAD, 0);
             g_byte_array_set_size(w->ahead, MAX(n, 0));
         } else {
-            n = recv(w->fd, (char *)buf + done, len - done, MSG_DONTWAIT);
+            n = recv(w->fd, (char *)buf + done, len - done, 0);
         }
         if (n < 0 && (errno == EINTR || errno == EAGAIN ||
                       errno == EWOULDBLOCK)) {

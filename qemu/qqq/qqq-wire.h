@@ -70,6 +70,7 @@ typedef struct QqqWire {
     GByteArray *buf;
     GByteArray *ahead;  /* bytes read past the frame being read */
     size_t ahead_pos;
+    bool reads_limited; /* SO_RCVTIMEO set (qqq-wire.c) */
 } QqqWire;
 
 /*
