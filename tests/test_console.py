@@ -31,6 +31,15 @@ def echo(inst: Instance, first: int, steps: int | None = None) -> list[tuple]:
     return rows
 
 
+def line_echo(fmu, unzipped, guests, name: str = "qemu") -> Instance:
+    """The line-echo guest, started, with TEXT waiting in console_in."""
+    inst = Instance(fmu, unzipped, name=name,
+                    guest_image=built(guests / "arm-lineecho.elf", "make firmware"))
+    inst.start()
+    inst.set("console_in", TEXT)
+    return inst
+
+
 def split_steps(rows: list[tuple]) -> list[int]:
     """Steps that ended inside a character: more bytes came than were shown."""
     before = [0] + [r[2] for r in rows[:-1]]
@@ -39,10 +48,7 @@ def split_steps(rows: list[tuple]) -> list[int]:
 
 
 def test_a_character_cut_between_steps_comes_whole(fmu, unzipped, guests):
-    inst = Instance(fmu, unzipped,
-                    guest_image=built(guests / "arm-lineecho.elf", "make firmware"))
-    inst.start()
-    inst.set("console_in", TEXT)
+    inst = line_echo(fmu, unzipped, guests)
     rows = echo(inst, 0)
     inst.close()
     assert rows[-1][2] == SIZE, "the guest did not echo the whole text"
@@ -52,18 +58,12 @@ def test_a_character_cut_between_steps_comes_whole(fmu, unzipped, guests):
 
 
 def test_a_cut_character_survives_a_state_restore(fmu, unzipped, guests):
-    inst = Instance(fmu, unzipped,
-                    guest_image=built(guests / "arm-lineecho.elf", "make firmware"))
-    inst.start()
-    inst.set("console_in", TEXT)
+    inst = line_echo(fmu, unzipped, guests)
     rows = echo(inst, 0)
     cut = split_steps(rows)[0]
     inst.close()
 
-    inst = Instance(fmu, unzipped, name="again",
-                    guest_image=built(guests / "arm-lineecho.elf", "make firmware"))
-    inst.start()
-    inst.set("console_in", TEXT)
+    inst = line_echo(fmu, unzipped, guests, name="again")
     assert echo(inst, 0, cut + 1) == rows[:cut + 1]
     state = inst.slave.getFMUstate()      # a character's first bytes pending
     rest = echo(inst, cut + 1, 40)

@@ -201,20 +201,25 @@ static void note_text(Slave *s, fmi2Status status, const char *category,
     s->nmessages++;
 }
 
-static void __attribute__((format(printf, 4, 5)))
-note(Slave *s, fmi2Status status, const char *category, const char *fmt, ...)
+static void vnote(Slave *s, fmi2Status status, const char *category,
+                  const char *fmt, va_list ap)
 {
     char *text;
-    va_list ap;
-    int n;
 
-    va_start(ap, fmt);
-    n = vasprintf(&text, fmt, ap);
-    va_end(ap);
-    if (n >= 0) {
+    if (vasprintf(&text, fmt, ap) >= 0) {
         note_text(s, status, category, text);
         free(text);
     }
+}
+
+static void __attribute__((format(printf, 4, 5)))
+note(Slave *s, fmi2Status status, const char *category, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vnote(s, status, category, fmt, ap);
+    va_end(ap);
 }
 
 /* Hand the messages of this call to the master; never with the GIL held. */
@@ -234,6 +239,19 @@ static void flush(Slave *s)
         free(messages[i].text);
     }
     free(messages);
+}
+
+/* An argument the master got wrong, refused before any Python runs. */
+static fmi2Status __attribute__((format(printf, 2, 3)))
+misuse(Slave *s, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vnote(s, fmi2Error, "logStatusError", fmt, ap);
+    va_end(ap);
+    flush(s);
+    return fmi2Error;
 }
 
 /* -- small Python helpers (GIL held) ------------------------------------- */
@@ -1029,10 +1047,7 @@ fmi2Status bridge_get_state(Slave *s, fmi2FMUstate *state)
     PyObject *result;
 
     if (!state) {
-        note(s, fmi2Error, "logStatusError", "fmi2GetFMUstate: no place "
-             "for the state (NULL)");
-        flush(s);
-        return fmi2Error;
+        return misuse(s, "fmi2GetFMUstate: no place for the state (NULL)");
     }
     if (enter(s) < 0) {
         return fmi2Fatal;
@@ -1051,10 +1066,7 @@ fmi2Status bridge_set_state(Slave *s, fmi2FMUstate state)
     PyObject *result;
 
     if (!state) {
-        note(s, fmi2Error, "logStatusError", "fmi2SetFMUstate: no state "
-             "(NULL)");
-        flush(s);
-        return fmi2Error;
+        return misuse(s, "fmi2SetFMUstate: no state (NULL)");
     }
     if (enter(s) < 0) {
         return fmi2Fatal;
@@ -1109,10 +1121,8 @@ fmi2Status bridge_state_size(Slave *s, fmi2FMUstate state, size_t *size)
     char *data;
 
     if (!state || !size) {
-        note(s, fmi2Error, "logStatusError", "fmi2SerializedFMUstateSize: "
-             "%s is NULL", state ? "size" : "the state");
-        flush(s);
-        return fmi2Error;
+        return misuse(s, "fmi2SerializedFMUstateSize: %s is NULL",
+                      state ? "size" : "the state");
     }
     if (enter(s) < 0) {
         return fmi2Fatal;
@@ -1133,10 +1143,8 @@ fmi2Status bridge_serialize(Slave *s, fmi2FMUstate state, fmi2Byte bytes[],
     char *data;
 
     if (!state || (size && !bytes)) {
-        note(s, fmi2Error, "logStatusError", "fmi2SerializeFMUstate: %s is "
-             "NULL", state ? "the buffer" : "the state");
-        flush(s);
-        return fmi2Error;
+        return misuse(s, "fmi2SerializeFMUstate: %s is NULL",
+                      state ? "the buffer" : "the state");
     }
     if (enter(s) < 0) {
         return fmi2Fatal;
@@ -1161,10 +1169,8 @@ fmi2Status bridge_deserialize(Slave *s, const fmi2Byte bytes[], size_t size,
     PyObject *result;
 
     if (!state || (size && !bytes)) {
-        note(s, fmi2Error, "logStatusError", "fmi2DeSerializeFMUstate: %s "
-             "is NULL", state ? "the buffer" : "the place for the state");
-        flush(s);
-        return fmi2Error;
+        return misuse(s, "fmi2DeSerializeFMUstate: %s is NULL",
+                      state ? "the buffer" : "the place for the state");
     }
     if (enter(s) < 0) {
         return fmi2Fatal;

@@ -350,22 +350,21 @@ def run_case(system: System, system_file: Path, digest: str, case: Case,
                 thread_name_prefix="cosim-step")
         propagate()
         sample(start)
-        concurrently, trial = settings.parallel, [0.0, 0.0]
+        # None until the trial has decided: in turn first, then in parallel
+        chosen, trial = settings.parallel, [0.0, 0.0]   # s in turn, in parallel
         for k in range(settings.steps):
-            trying = concurrently is None
-            if trying:
-                mode = k >= TRIAL_STEPS     # in turn first, then in parallel
-                began = time.perf_counter()
+            concurrently = chosen if chosen is not None else k >= TRIAL_STEPS
+            began = time.perf_counter()
             try:
-                step_all(start + k * h, mode if trying else concurrently)
+                step_all(start + k * h, concurrently)
             except _Ended as ended:
                 sample(start + (k + 1) * h)
                 result.message = _cause([instances[str(ended)]], ended, system)
                 break
-            if trying:
-                trial[mode] += time.perf_counter() - began
+            if chosen is None:
+                trial[concurrently] += time.perf_counter() - began
                 if k == 2 * TRIAL_STEPS - 1:
-                    concurrently = trial[True] < trial[False]
+                    chosen = trial[True] < trial[False]
             propagate()
             sample(start + (k + 1) * h)
     except Exception as e:

@@ -44,17 +44,16 @@ static void G_NORETURN G_GNUC_PRINTF(1, 2) qqq_malformed(const char *fmt, ...)
 #define QQQ_FLUSH_MS 2000
 
 /*
- * Wait until the socket is ready for events (POLLOUT: room to write; reads
- * block in recv(), see wire_on()).  False if QEMU was told to quit
- * meanwhile and QQQ_FLUSH_MS have passed since (a signal: w->stopping is
- * set; the last frames may still go out until then), or if the
- * simulator's process (parent=PID) ended: a child it forked may hold the
- * socket open, and nobody would ever use it again.
+ * Wait until the socket has room to write (reads block in recv(), see
+ * wire_on()).  False if QEMU was told to quit and QQQ_FLUSH_MS have passed
+ * since (a signal: w->stopping is set; the last frames may still go out
+ * until then), or if the simulator's process (parent=PID) ended: a child
+ * it forked may hold the socket open, and nobody would ever use it again.
  */
-static bool wire_wait(QqqWire *w, short events)
+static bool wire_wait_room(QqqWire *w)
 {
     struct pollfd fds[3] = {
-        { .fd = w->fd, .events = events },
+        { .fd = w->fd, .events = POLLOUT },
         { .fd = w->wake_fd, .events = POLLIN },
         { .fd = w->parent_fd, .events = POLLIN },
     };
@@ -63,7 +62,7 @@ static bool wire_wait(QqqWire *w, short events)
         int timeout = -1;
         int n;
 
-        if (w->stopping && (events & POLLOUT)) {
+        if (w->stopping) {
             int64_t now = g_get_monotonic_time() / 1000;
 
             if (!w->flush_until_ms) {
@@ -84,10 +83,7 @@ static bool wire_wait(QqqWire *w, short events)
         }
         if (fds[1].revents) {
             w->stopping = true;
-            if (events & POLLOUT) {
-                continue;
-            }
-            return false;
+            continue;
         }
         if (fds[0].revents) {
             return true;
@@ -231,7 +227,8 @@ static bool wire_recv(QqqWire *w, void *buf, size_t len, bool frame_start)
 
 /*
  * Write all of buf.  A simulator that stops reading must not be able to
- * hold QEMU here: a wait for room ends as a wait for data does (wire_wait).
+ * hold QEMU here: a wait for room gives up QQQ_FLUSH_MS after a signal,
+ * or when the simulator's process ends (wire_wait_room()).
  */
 static bool wire_send(QqqWire *w, const void *buf, size_t len)
 {
@@ -242,7 +239,7 @@ static bool wire_send(QqqWire *w, const void *buf, size_t len)
                          MSG_NOSIGNAL | MSG_DONTWAIT);
 
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!wire_wait(w, POLLOUT)) {
+            if (!wire_wait_room(w)) {
                 return false;
             }
             continue;

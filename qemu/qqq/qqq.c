@@ -381,7 +381,7 @@ bool qqq_vcpu_idle(void)
 {
     CPUState *cpu;
 
-    if (!qqq.paced || qqq.kvm || !qqq.timer || !timer_pending(qqq.timer) ||
+    if (!qqq.timer || qqq.kvm || !timer_pending(qqq.timer) ||
         !runstate_is_running()) {
         return false;
     }

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "../../fmu_src/loader/fmi2.h"
+#include "host_log.h"
 
 #define MAX_SLOTS 8
 
@@ -65,24 +66,6 @@ typedef struct Wire {
 
 static Wire wires[MAX_WIRES];
 static int nwires;
-
-static void logger(fmi2ComponentEnvironment env, fmi2String name,
-                   fmi2Status status, fmi2String category,
-                   fmi2String message, ...)
-{
-    va_list ap;
-
-    (void)env;
-    fprintf(stderr, "[log %s %d %s] ", name, status, category);
-    va_start(ap, message);
-    vfprintf(stderr, message, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
-static const fmi2CallbackFunctions callbacks = {
-    logger, calloc, free, NULL, NULL
-};
 
 static int qemu_children(void)
 {

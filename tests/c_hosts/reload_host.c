@@ -14,30 +14,13 @@
 #include <stdlib.h>
 
 #include "../../fmu_src/loader/fmi2.h"
+#include "host_log.h"
 
 typedef struct Api {
 #define FIELD(name, ret, params) ret (*name) params;
     FMI2_FORWARDED(FIELD)
 #undef FIELD
 } Api;
-
-static void logger(fmi2ComponentEnvironment env, fmi2String name,
-                   fmi2Status status, fmi2String category,
-                   fmi2String message, ...)
-{
-    va_list ap;
-
-    (void)env;
-    fprintf(stderr, "[log %s %d %s] ", name, status, category);
-    va_start(ap, message);
-    vfprintf(stderr, message, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
-static const fmi2CallbackFunctions callbacks = {
-    logger, calloc, free, NULL, NULL
-};
 
 static int worst(int a, int b)
 {
